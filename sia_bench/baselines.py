@@ -1,0 +1,64 @@
+"""Running a task's classical baselines (from ``baselines/<task>.py``) through the task's own scorer."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator
+
+from sia_bench.loop import EVAL_SAMPLE_SEED, build_task
+from sia_bench.registry import BASELINES, UnknownNameError
+from sia_bench.task import Baseline, Score, subsample
+
+
+def _table(task_name: str) -> dict[str, Any]:
+    try:
+        return BASELINES.get(task_name)
+    except ModuleNotFoundError:
+        return {}
+
+
+def list_baselines(task_name: str) -> list[tuple[str, str]]:
+    return [(name, (getattr(b, "__doc__", "") or "").strip().splitlines()[0] if getattr(b, "__doc__", "") else "")
+            for name, b in _table(task_name).items()]
+
+
+def get_baseline(task_name: str, name: str) -> Baseline:
+    table = _table(task_name)
+    if name not in table:
+        raise UnknownNameError(f"baseline of {task_name}", name, sorted(table))
+    entry = table[name]
+    return entry() if isinstance(entry, type) else entry
+
+
+def run_baselines(task_name: str, task_options: dict[str, Any], only: str | None = None,
+                  limit: int | None = None) -> Iterator[str]:
+    """Fit each baseline on train, score it on val and test; yields one printable line per baseline."""
+    for row in evaluate_baselines(task_name, task_options, only, limit):
+        scores = "  ".join(f"{split} " + ", ".join(f"{k}={v:.4f}" for k, v in row[split].items())
+                           for split in ("val", "test"))
+        yield f"{row['baseline']:<16} {scores}  (fit+predict {row['seconds']:.1f} s)"
+
+
+def evaluate_baselines(task_name: str, task_options: dict[str, Any], only: str | None = None,
+                       limit: int | None = None) -> list[dict[str, Any]]:
+    task = build_task(task_name, task_options)
+    names = [only] if only else [n for n, _ in list_baselines(task_name)]
+    rows = []
+    for name in names:
+        baseline = get_baseline(task_name, name)
+        t0 = time.perf_counter()
+        baseline.fit(task)
+        row: dict[str, Any] = {"baseline": name, "task": task.name, "task_version": task.version,
+                               "options": task.opts}
+        for split in ("val", "test"):
+            instances = subsample(task.split(split), limit, EVAL_SAMPLE_SEED)
+            answers = baseline.predict(task, instances)
+            scores: list[Score] = [task.score(i, a) for i, a in zip(instances, answers)]
+            metrics = task.aggregate(scores, instances)
+            controls = task.control_scores(split, instances)
+            metrics[f"{task.metric.name}_normalised"] = task.normalise(metrics[task.metric.name], controls)
+            row[split] = metrics
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+    task.close()
+    return rows

@@ -1,0 +1,319 @@
+"""The improvement loop: generations, the val-only keep-best gate, the budget ledger, stop rules, and resume.
+
+Generation 0 scores the starting candidate on val. Each later generation asks the improver for a proposal (harness
+patch, weight update, both, or stop), scores the candidate on **val only**, and keeps it only on strict improvement.
+Test is scored once, at the end, on the best candidate. Every generation is seeded from (seed, index) and improvers
+are pure functions of the loop state, so a killed run resumed from its last finished generation ends exactly as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from sia_bench.agent import Agent
+from sia_bench.harness import Harness
+from sia_bench.improvers.base import Improver, LoopState, Proposal
+from sia_bench.models.base import Model
+from sia_bench.records import (Budget, Candidate, GenerationRecord, JsonlWriter, Ledger, RunRecord, atomic_write_json,
+                               environment, now)
+from sia_bench.registry import IMPROVERS, TASKS
+from sia_bench.task import Task, subsample
+
+EventHook = Callable[..., None]
+EVAL_SAMPLE_SEED = 0  # val/test subsets do not depend on the run seed, so all arms and seeds share instances
+
+
+@dataclass
+class RunConfig:
+    task: str
+    improver: str = "none"
+    task_options: dict[str, Any] = field(default_factory=dict)
+    improver_options: dict[str, Any] = field(default_factory=dict)
+    model: str = "hf"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    feedback_model: str | None = None
+    feedback_options: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    limit: int | None = None
+    budget: Budget = field(default_factory=Budget)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["budget"] = self.budget.model_dump()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        return cls(**{**data, "budget": Budget(**data.get("budget", {}))})
+
+
+def build_task(name: str, options: dict[str, Any]) -> Task:
+    return TASKS.get(name)(**options)
+
+
+def build_improver(name: str, options: dict[str, Any]) -> Improver:
+    return IMPROVERS.get(name).from_options(**options)
+
+
+def generation_seed(seed: int, generation: int) -> int:
+    return seed * 100_003 + generation
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
+
+
+class Loop:
+    """One run: build (or receive) task, model and improver, then iterate generations into ``run_dir``."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, *, task: Task | None = None, model: Model | None = None,
+                 feedback_model: Model | None = None, events: EventHook | None = None):
+        self.config, self.run_dir = config, Path(run_dir)
+        self.events = events or (lambda *a, **k: None)
+        self.task = task or build_task(config.task, config.task_options)
+        self.improver = build_improver(config.improver, config.improver_options)
+        if model is None:
+            from sia_bench.models import build_model
+
+            model = build_model(config.model, **config.model_options)
+        self.model = model
+        if feedback_model is None and config.feedback_model:
+            from sia_bench.models import build_model
+
+            feedback_model = build_model(config.feedback_model, **config.feedback_options)
+        self.feedback_model = feedback_model
+        self.agent = Agent(self.task, self.model)
+        self.metric = self.task.metric
+        self._eval_cache: dict[tuple[str, str | None], dict[str, float]] = {}
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+    def _instances(self, split: str):
+        return subsample(self.task.split(split), self.config.limit, EVAL_SAMPLE_SEED)
+
+    def _use_adapter(self, adapter_dir: str | None) -> None:
+        if self.model.trainable and hasattr(self.model, "load_adapter"):
+            self.model.load_adapter(self.run_dir / adapter_dir if adapter_dir else None)
+
+    def _evaluate(self, harness: Harness, adapter_dir: str | None, split: str, out: Path, seed: int,
+                  ledger: Ledger) -> dict[str, float]:
+        key = (harness.digest, adapter_dir)
+        if split == "val" and key in self._eval_cache:
+            return dict(self._eval_cache[key])  # the same candidate again: no new rollouts
+        self._use_adapter(adapter_dir)
+        instances = self._instances(split)
+        out.unlink(missing_ok=True)
+        with JsonlWriter(out) as writer:
+            metrics, _ = self.agent.evaluate(harness, instances, split, seed=seed, ledger=ledger, writer=writer,
+                                             on_sample=lambda t: self.events("sample", split=split, trajectory=t))
+        if split == "val":
+            self._eval_cache[key] = dict(metrics)
+        return metrics
+
+    def _stop_reason(self, record: RunRecord) -> str | None:
+        b, led = record.budget, record.ledger
+        done = len(record.generations) - 1
+        if done >= b.generations:
+            return f"generation budget reached ({b.generations})"
+        if b.task_rollouts is not None and led.task_rollouts() >= b.task_rollouts:
+            return f"task-rollout budget reached ({led.task_rollouts()} >= {b.task_rollouts})"
+        if b.task_tokens is not None and led.task_tokens() >= b.task_tokens:
+            return f"task-token budget reached ({led.task_tokens()} >= {b.task_tokens})"
+        if b.wall_seconds is not None and led.wall_seconds >= b.wall_seconds:
+            return f"wall-time budget reached ({led.wall_seconds:.0f} s)"
+        best = record.generations[record.best_generation or 0].val.get(self.metric.name)
+        if b.target is not None and best is not None and not self.metric.better(b.target, best):
+            return f"target {b.target} reached ({best:.4f})"
+        if b.patience is not None:
+            since = done - (record.best_generation or 0)
+            if since >= b.patience:
+                return f"no improvement for {since} generations (patience {b.patience})"
+        return None
+
+    # -- the run -----------------------------------------------------------------------------------------------
+    def new_record(self) -> RunRecord:
+        cfg = self.config
+        return RunRecord(
+            run_id=self.run_dir.name, created_at=now(),
+            task={"name": self.task.name, "version": self.task.version, "options": self.task.opts,
+                  "metric": self.metric.name, "higher_is_better": self.metric.higher_is_better,
+                  "data": self.task.data_info()},
+            improver={"name": cfg.improver, "label": self.improver.label, "args": self.improver.settings()},
+            models={"task": self.model.info(), "feedback": self.feedback_model.info() if self.feedback_model else None},
+            seed=cfg.seed, limit=cfg.limit, budget=cfg.budget, environment=environment())
+
+    def run(self) -> RunRecord:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config_path = self.run_dir / "config.json"
+        if config_path.exists() and (self.run_dir / "run.json").exists():
+            record = RunRecord.load(self.run_dir)
+        else:
+            atomic_write_json(config_path, self.config.to_dict())
+            record = self.new_record()
+        if record.status == "finished":
+            return record
+        started = time.perf_counter()
+        wall_before = record.ledger.wall_seconds
+        # Drop the folders of generations that did not finish: they are redone from their seed.
+        for folder in self.run_dir.glob("gen_*"):
+            if int(folder.name[4:]) >= len(record.generations):
+                shutil.rmtree(folder)
+        start_harness = self.task.default_harness()
+        if hasattr(self.improver, "initial_harness"):
+            start_harness = self.improver.initial_harness(self.task, start_harness, self.feedback_model,
+                                                          generation_seed(self.config.seed, 0))
+        if not record.generations:
+            self._generation_zero(record, start_harness)
+        while (reason := self._stop_reason(record)) is None:
+            record.ledger.wall_seconds = wall_before + time.perf_counter() - started
+            if self._generation(record, start_harness):
+                reason = record.generations[-1].reason or "the improver stopped"
+                break
+            record.ledger.wall_seconds = wall_before + time.perf_counter() - started
+            record.save(self.run_dir)
+        record.stop_reason = reason or record.stop_reason
+        self._final(record, start_harness)
+        record.ledger.wall_seconds = wall_before + time.perf_counter() - started
+        record.status = "finished"
+        record.save(self.run_dir)
+        self.events("finished", record=record)
+        return record
+
+    def _best(self, record: RunRecord, like: Harness) -> tuple[Harness, str | None, dict[str, float]]:
+        gen = record.generations[record.best_generation or 0]
+        assert gen.candidate is not None
+        harness = Harness.load(self.run_dir / gen.candidate.harness_dir, like)
+        return harness, gen.candidate.adapter_dir, gen.val
+
+    def _generation_zero(self, record: RunRecord, harness: Harness) -> None:
+        t0 = time.perf_counter()
+        gen_dir = self.run_dir / "gen_000"
+        harness.save(gen_dir / "harness")
+        seed = generation_seed(self.config.seed, 0)
+        _seed_everything(seed)
+        led = Ledger()
+        self.events("generation", index=0, note="scoring the starting candidate on val")
+        val = self._evaluate(harness, None, "val", gen_dir / "val.jsonl", seed, led)
+        record.controls["val"] = self.task.control_scores("val", self._instances("val"))
+        gen = GenerationRecord(index=0, proposer="start", levers=[], accepted=True, val=val,
+                               candidate=Candidate(harness_digest=harness.digest, harness_dir="gen_000/harness"),
+                               best_so_far=val.get(self.metric.name), reason="starting candidate", ledger=led,
+                               seconds=time.perf_counter() - t0, finished_at=now())
+        self._commit(record, gen, gen_dir)
+        record.best_generation = 0
+
+    def _commit(self, record: RunRecord, gen: GenerationRecord, gen_dir: Path) -> None:
+        record.ledger = record.ledger.plus(gen.ledger.model_copy(update={"wall_seconds": 0.0}))
+        atomic_write_json(gen_dir / "generation.json", gen.model_dump(mode="json"))
+        record.generations.append(gen)
+        record.save(self.run_dir)
+        self.events("generation_done", record=record, generation=gen)
+
+    def _generation(self, record: RunRecord, like: Harness) -> bool:
+        """Run one generation; True when the improver asked to stop."""
+        index = len(record.generations)
+        t0 = time.perf_counter()
+        gen_dir = self.run_dir / f"gen_{index:03d}"
+        gen_dir.mkdir(parents=True, exist_ok=True)
+        seed = generation_seed(self.config.seed, index)
+        _seed_everything(seed)
+        best_harness, best_adapter, best_val = self._best(record, like)
+        self._use_adapter(best_adapter)
+        led = Ledger()
+        self.events("generation", index=index, note="improver proposing")
+        state = LoopState(generation=index, task=self.task, agent=self.agent, train=self.task.split("train"),
+                          best_harness=best_harness, best_adapter_dir=self.run_dir / best_adapter if best_adapter
+                          else None, best_val=best_val, history=list(record.generations), ledger=record.ledger,
+                          gen_ledger=led, budget=record.budget, seed=seed, workdir=gen_dir,
+                          feedback_model=self.feedback_model)
+        proposal: Proposal = self.improver.propose(state)
+        gen = GenerationRecord(index=index, proposer=proposal.proposer or self.improver.label,
+                               diagnosis=proposal.diagnosis, actions=proposal.actions, levers=proposal.levers,
+                               ledger=led, reason=proposal.reason)
+        best_value = best_val.get(self.metric.name)
+        if proposal.stop:
+            gen.levers = [*gen.levers, "stop"] if "stop" not in gen.levers else gen.levers
+            gen.best_so_far = best_value
+        else:
+            harness = proposal.harness or best_harness
+            adapter = (str(Path(proposal.adapter_dir).resolve().relative_to(self.run_dir.resolve()))
+                       if proposal.adapter_dir else best_adapter)
+            if harness.digest == best_harness.digest and adapter == best_adapter:
+                gen.reason = gen.reason or "the proposal changed nothing"
+                gen.val, gen.best_so_far = dict(best_val), best_value
+            else:
+                harness.save(gen_dir / "harness")
+                gen.candidate = Candidate(harness_digest=harness.digest, harness_dir=f"gen_{index:03d}/harness",
+                                          adapter_dir=adapter)
+                self.events("generation", index=index, note="scoring the candidate on val")
+                gen.val = self._evaluate(harness, adapter, "val", gen_dir / "val.jsonl", seed, led)
+                value = gen.val.get(self.metric.name, float("nan"))
+                gen.accepted = self.metric.better(value, best_value if best_value is not None else float("nan"))
+                verdict = "kept: strict improvement on val" if gen.accepted else "rejected: no strict improvement on val"
+                gen.reason = f"{verdict} ({value:.4f} vs best {best_value:.4f})" + (
+                    f"; {gen.reason}" if gen.reason else "")
+                gen.best_so_far = value if gen.accepted else best_value
+        gen.seconds = time.perf_counter() - t0
+        gen.finished_at = now()
+        self._commit(record, gen, gen_dir)
+        if gen.accepted:
+            record.best_generation = index
+            record.save(self.run_dir)
+        return proposal.stop
+
+    def _final(self, record: RunRecord, like: Harness) -> None:
+        """Score the best candidate on test, once."""
+        harness, adapter, val = self._best(record, like)
+        led = Ledger()
+        self.events("generation", index=record.best_generation, note="scoring the best candidate on test (once)")
+        test = self._evaluate(harness, adapter, "test", self.run_dir / "final" / "test.jsonl",
+                              generation_seed(self.config.seed, 10_000), led)
+        record.controls["test"] = self.task.control_scores("test", self._instances("test"))
+        record.ledger = record.ledger.plus(led)
+        m = self.metric.name
+        record.final = {
+            "best_generation": record.best_generation, "val": val, "test": test,
+            "val_normalised": self.task.normalise(val[m], record.controls["val"]) if m in val else None,
+            "test_normalised": self.task.normalise(test[m], record.controls["test"]) if m in test else None,
+            "test_ledger": led.model_dump(),
+        }
+        atomic_write_json(self.run_dir / "final" / "summary.json", record.final)
+
+
+def new_run_dir(root: Path, config: RunConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(root) / f"{config.task}-{config.improver}-s{config.seed}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+def run(config: RunConfig, run_dir: Path | None = None, **kw: Any) -> RunRecord:
+    """Run (or continue) one experiment; returns its finished record."""
+    run_dir = Path(run_dir) if run_dir else new_run_dir(Path("runs"), config)
+    return Loop(config, run_dir, **kw).run()
+
+
+def resume(run_dir: Path, **kw: Any) -> RunRecord:
+    """Continue a killed run from its last finished generation, with the configuration it was started with."""
+    config_path = Path(run_dir) / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{run_dir} has no config.json: not a sia-bench run directory")
+    config = RunConfig.from_dict(json.loads(config_path.read_text()))
+    return Loop(config, Path(run_dir), **kw).run()
