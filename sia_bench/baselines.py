@@ -5,7 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any, Iterator
 
+import hashlib
+import json
+from pathlib import Path
+
 from sia_bench.loop import EVAL_SAMPLE_SEED, build_task
+from sia_bench.records import SCHEMA_VERSION, atomic_write_json, environment, now
 from sia_bench.registry import BASELINES, UnknownNameError
 from sia_bench.task import Baseline, Score, subsample
 
@@ -31,9 +36,15 @@ def get_baseline(task_name: str, name: str) -> Baseline:
 
 
 def run_baselines(task_name: str, task_options: dict[str, Any], only: str | None = None,
-                  limit: int | None = None) -> Iterator[str]:
-    """Fit each baseline on train, score it on val and test; yields one printable line per baseline."""
+                  limit: int | None = None, out: Path | None = None) -> Iterator[str]:
+    """Fit each baseline on train, score it on val and test; yields one printable line per baseline.
+
+    With ``out``, each baseline's result is also written as a record the leaderboard reads.
+    """
     for row in evaluate_baselines(task_name, task_options, only, limit):
+        if out is not None:
+            path = write_baseline_record(row, limit, Path(out))
+            row["record"] = str(path)
         scores = "  ".join(f"{split} " + ", ".join(f"{k}={v:.4f}" for k, v in row[split].items())
                            for split in ("val", "test"))
         yield f"{row['baseline']:<16} {scores}  (fit+predict {row['seconds']:.1f} s)"
@@ -62,3 +73,14 @@ def evaluate_baselines(task_name: str, task_options: dict[str, Any], only: str |
         rows.append(row)
     task.close()
     return rows
+
+
+def write_baseline_record(row: dict[str, Any], limit: int | None, out: Path) -> Path:
+    """A versioned JSON record of one baseline result (``kind: baseline``), named by its content."""
+    record = {"schema_version": SCHEMA_VERSION, "kind": "baseline", "created_at": now(), "limit": limit,
+              "environment": environment(), **row}
+    key = json.dumps({k: row[k] for k in ("task", "task_version", "options", "baseline")}, sort_keys=True,
+                     default=str) + str(limit)
+    path = Path(out) / f"baseline-{row['task']}-{row['baseline']}-{hashlib.sha256(key.encode()).hexdigest()[:8]}.json"
+    atomic_write_json(path, record)
+    return path

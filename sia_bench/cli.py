@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -85,7 +86,8 @@ class Progress:
             mark = "[green]kept[/]" if g.accepted else ("[yellow]stop[/]" if "stop" in g.levers else "[red]rejected[/]")
             vals = ", ".join(f"{k}={v:.4f}" for k, v in g.val.items())
             levers = "+".join(g.levers) or "-"
-            err_console.print(f"gen {g.index} [{levers}] {mark} val: {vals or '-'} | {g.reason}")
+            err_console.print(f"gen {g.index} {escape('[' + levers + ']')} {mark} val: {vals or '-'} | "
+                              f"{escape(g.reason)}")
 
     def __enter__(self) -> "Progress":
         self.bar.start()
@@ -118,13 +120,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _print_record(record: Any, run_dir: Path) -> None:
     m = record.task["metric"]
-    table = Table(title=f"{record.task['name']} v{record.task['version']} · improver {record.improver['label']} · "
-                        f"seed {record.seed}")
+    table = Table(title=escape(f"{record.task['name']} v{record.task['version']} · improver "
+                               f"{record.improver['label']} · seed {record.seed}"))
     for col in ("gen", "levers", "val " + m, "kept", "rollouts", "reason"):
         table.add_column(col)
     for g in record.generations:
         table.add_row(str(g.index), "+".join(g.levers) or "-", f"{g.val.get(m, float('nan')):.4f}" if g.val else "-",
-                      "yes" if g.accepted else "", str(g.ledger.task_rollouts()), g.reason[:70])
+                      "yes" if g.accepted else "", str(g.ledger.task_rollouts()), escape(g.reason[:70]))
     console.print(table)
     final = record.final or {}
     if final:
@@ -173,7 +175,8 @@ def cmd_baselines(args: argparse.Namespace) -> int:
         for name, desc in list_baselines(args.task):
             console.print(f"{name}: {desc}")
         return 0
-    for row in run_baselines(args.task, _kv(args.T, "-T"), args.baseline, args.limit):
+    for row in run_baselines(args.task, _kv(args.T, "-T"), args.baseline, args.limit,
+                             Path(args.out) if args.out else None):
         console.print(row, soft_wrap=True)
     return 0
 
@@ -211,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--task", required=True)
     b.add_argument("--baseline", help="one baseline (default: all)")
     b.add_argument("--limit", type=int, help="at most N val and N test instances")
+    b.add_argument("--out", help="also write one record per baseline here (the leaderboard reads them)")
     b.add_argument("-T", action="append", metavar="K=V")
     b.set_defaults(func=cmd_baselines)
     try:

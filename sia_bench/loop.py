@@ -157,7 +157,8 @@ class Loop:
             task={"name": self.task.name, "version": self.task.version, "options": self.task.opts,
                   "metric": self.metric.name, "higher_is_better": self.metric.higher_is_better,
                   "data": self.task.data_info()},
-            improver={"name": cfg.improver, "label": self.improver.label, "args": self.improver.settings()},
+            improver={"name": cfg.improver, "label": self.improver.label(self.feedback_model),
+                      "args": self.improver.settings()},
             models={"task": self.model.info(), "feedback": self.feedback_model.info() if self.feedback_model else None},
             seed=cfg.seed, limit=cfg.limit, budget=cfg.budget, environment=environment())
 
@@ -246,7 +247,7 @@ class Loop:
                           gen_ledger=led, budget=record.budget, seed=seed, workdir=gen_dir,
                           feedback_model=self.feedback_model)
         proposal: Proposal = self.improver.propose(state)
-        gen = GenerationRecord(index=index, proposer=proposal.proposer or self.improver.label,
+        gen = GenerationRecord(index=index, proposer=proposal.proposer or self.improver.label(self.feedback_model),
                                diagnosis=proposal.diagnosis, actions=proposal.actions, levers=proposal.levers,
                                ledger=led, reason=proposal.reason)
         best_value = best_val.get(self.metric.name)

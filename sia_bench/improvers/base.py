@@ -67,6 +67,7 @@ class Improver(ABC):
 
     name: ClassVar[str]
     uses_weights: ClassVar[bool] = False
+    uses_feedback: ClassVar[bool] = False  # proposes through a Feedback-Agent (or the heuristic stand-in)
 
     @classmethod
     def from_options(cls, **options: Any) -> "Improver":
@@ -84,10 +85,11 @@ class Improver(ABC):
     def settings(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)} if hasattr(self, "__dataclass_fields__") else {}
 
-    @property
-    def label(self) -> str:
-        """How records and tables name this arm (e.g. ``h[heuristic]``)."""
-        return self.name
+    def label(self, feedback_model: Any = None) -> str:
+        """How records and tables name this arm: ``h[heuristic]`` or ``h[llm:<model>]`` for proposer-driven arms."""
+        if not self.uses_feedback:
+            return self.name
+        return f"{self.name}[{'llm:' + feedback_model.name if feedback_model is not None else 'heuristic'}]"
 
     @abstractmethod
     def propose(self, state: LoopState) -> Proposal: ...

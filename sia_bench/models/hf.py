@@ -48,6 +48,9 @@ class HFModel(Model):
             self.dtype = "bfloat16" if self.device == "cuda" else "float32"
         if self.hf is None:
             from transformers import AutoModelForCausalLM, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
 
             if self.path:
                 folder, info = Path(self.path), {"model": self.path, "source": "local folder"}

@@ -1,0 +1,126 @@
+"""The offline ``heuristic`` proposer: the Feedback-Agent's typed actions from failure statistics, no language model.
+
+It makes the loop useful without any LLM endpoint, and it is labelled ``heuristic`` in records and tables so nobody
+mistakes it for a Feedback-Agent. Rules, in order: fix parse failures (retry, other parser), then walk the task's
+declared ``search_space`` (one untried value per parameter, rejected values never again), then append a "lessons"
+section built from the most frequent failure feedback. For the joint arm it also chooses the lever.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any, Sequence
+
+from sia_bench.agent import Trajectory
+from sia_bench.harness import Harness, PatchError
+from sia_bench.improvers.feedback import FeedbackResult, HarnessPatchAction, rejected_buffer
+from sia_bench.records import GenerationRecord
+
+LESSONS_HEADER = "## Lessons from training cases"
+
+
+def _key(param: str, value: Any) -> str:
+    return f"{param}={json.dumps(value, sort_keys=True, default=str)}"
+
+
+def tried_settings(history: Sequence[GenerationRecord]) -> set[str]:
+    """``param=value`` settings that a rejected (or invalid) generation already tried."""
+    return {_key(a["param"], a.get("value")) for a in rejected_buffer(history)
+            if a.get("type") == "harness_patch" and a.get("op") == "set_param"}
+
+
+def heuristic_patches(task: Any, harness: Harness, trajectories: Sequence[Trajectory],
+                      history: Sequence[GenerationRecord], max_actions: int,
+                      success_threshold: float | None = None) -> FeedbackResult:
+    n = len(trajectories)
+    failures = failed(trajectories, success_threshold)
+    parse_failures = [t for t in trajectories if t.parse_error]
+    tried = tried_settings(history)
+    actions: list[HarnessPatchAction] = []
+
+    def propose(param: str, value: Any, why: str) -> None:
+        if param not in harness.specs or any(a.param == param for a in actions) or _key(param, value) in tried:
+            return
+        try:
+            harness.apply(HarnessPatchAction(op="set_param", param=param, value=value).to_patch())
+        except PatchError:
+            return  # already set, or not valid for this harness
+        actions.append(HarnessPatchAction(op="set_param", param=param, value=value, rationale=why))
+
+    if n and len(parse_failures) / n > 0.2:
+        rate = f"{len(parse_failures)}/{n} answers did not parse"
+        propose("retries", min(harness["retries"] + 1, 2), f"{rate}: re-ask with the parse error")
+        spec = harness.specs.get("parser")
+        for choice in (spec.choices or ()) if spec else ():
+            if choice != harness["parser"]:
+                propose("parser", choice, f"{rate}: try the {choice!r} parser")
+                break
+    for param, values in getattr(task, "search_space", {}).items():
+        for value in values:
+            before = len(actions)
+            propose(param, value, f"search space: try {param}={value!r} "
+                                  f"({len(failures)}/{n} training cases failed with {param}={harness.params.get(param)!r})")
+            if len(actions) > before:
+                break
+    if len(actions) < max_actions and failures and LESSONS_HEADER not in harness.skill:
+        common = Counter(_first_line(t.feedback) for t in failures if t.feedback).most_common(3)
+        if common:
+            body = "\n".join(f"- {text} (seen {count}x)" for text, count in common)
+            actions.append(HarnessPatchAction(op="append", text=f"{LESSONS_HEADER}\nFrequent mistakes:\n{body}",
+                                              rationale="remind the agent of its most frequent mistakes"))
+    diagnosis = (f"{len(failures)}/{n} training cases failed ({len(parse_failures)} unparsable); "
+                 f"{len(actions)} rule-based edits proposed")
+    return FeedbackResult(diagnosis, actions[:max_actions], True, 0)
+
+
+def failed(trajectories: Sequence[Trajectory], threshold: float | None) -> list[Trajectory]:
+    """Failures: below ``threshold`` when given, else below the best score of the minibatch."""
+    if not trajectories:
+        return []
+    cut = threshold if threshold is not None else max(t.score for t in trajectories)
+    below = [t for t in trajectories if t.score < cut]
+    return below if threshold is not None or below else []
+
+
+def _first_line(text: str) -> str:
+    return " ".join(text.strip().splitlines()[0].split())[:160] if text.strip() else ""
+
+
+def search_exhausted(task: Any, harness: Harness, history: Sequence[GenerationRecord]) -> bool:
+    """True when every declared search-space value is either in the harness or already rejected."""
+    tried = tried_settings(history)
+    for param, values in getattr(task, "search_space", {}).items():
+        if param not in harness.specs:
+            continue
+        for value in values:
+            try:
+                current = harness.specs[param].validate(param, value)
+            except PatchError:
+                continue
+            if current != harness.params[param] and _key(param, value) not in tried:
+                return False
+    return True
+
+
+def choose_lever(history: Sequence[GenerationRecord], harness_exhausted: bool, plateau: int,
+                 weight_patience: int) -> str:
+    """Rule-based SIA choice: harness edits until val plateaus for ``plateau`` generations (or the search space is
+    spent), then a weight update; ``stop`` once weight updates have failed ``weight_patience`` times in a row too."""
+    harness_streak = 0
+    for g in reversed(history[1:]):
+        if g.levers == ["harness"] and not g.accepted:
+            harness_streak += 1
+        else:
+            break
+    weight_fails = 0
+    for g in reversed(history[1:]):
+        if "weights" in g.levers:
+            if g.accepted:
+                break
+            weight_fails += 1
+    if not harness_exhausted and harness_streak < plateau:
+        return "harness"
+    if weight_fails < weight_patience:
+        return "weights"
+    return "stop"
