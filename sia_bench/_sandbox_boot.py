@@ -5,7 +5,6 @@ Kept free of sia_bench imports so the child starts fast and sees nothing of the 
 
 import json
 import os
-import runpy
 import sys
 import sysconfig
 
@@ -29,8 +28,9 @@ def _hook(event, args):
         raise PermissionError("sandbox: network access refused")
 
 
-sys.addaudithook(_hook)
 script = sys.argv[1]
+with open(script, encoding="utf-8") as f:  # read before the tripwire: the script may live outside the sandbox
+    code = compile(f.read(), script, "exec")
 sys.argv = sys.argv[1:]
-sys.path.insert(0, os.path.dirname(script))
-runpy.run_path(script, run_name="__main__")
+sys.addaudithook(_hook)
+exec(code, {"__name__": "__main__", "__file__": script, "__builtins__": __builtins__})

@@ -63,8 +63,9 @@ def describe_field(name: str, canonical: str) -> str:
         return canonical
     value = json.loads(canonical)
     if name == "task model":
-        return " ".join(str(value[k]) for k in ("model", "revision", "checksum") if value.get(k)) or \
-            str(value.get("name", canonical))
+        extra = ", ".join(f"{k} {value[k]}" for k in ("backend", "revision", "checksum", "dtype", "parameters", "seed")
+                          if value.get(k) is not None)
+        return f"{value.get('model') or value.get('name', '?')}" + (f" ({extra})" if extra else "")
     if name == "budget class":
         return ", ".join(f"{k}={v}" for k, v in sorted(value.items()) if v is not None)
     return ", ".join(f"{k}={_canon(v) if isinstance(v, (dict, list)) else v}" for k, v in sorted(value.items()))
@@ -527,6 +528,7 @@ def plot_budget(group: Group, rows: Sequence[dict[str, Any]]) -> bytes:
             ax.axhline(row["val"]["mean"], linestyle=":", color="grey", linewidth=1)
             ax.annotate(row["name"], (0, row["val"]["mean"]), fontsize=7, color="grey", xycoords=("axes fraction",
                                                                                                    "data"))
+    ax.set_xlim(left=0)
     ax.legend(fontsize=7, loc="best")
     ax.set_xlabel("task rollouts spent (train + val)")
     ax.set_ylabel(f"best val {m} so far")

@@ -75,12 +75,14 @@ def heuristic_patches(task: Any, harness: Harness, trajectories: Sequence[Trajec
 
 
 def failed(trajectories: Sequence[Trajectory], threshold: float | None) -> list[Trajectory]:
-    """Failures: below ``threshold`` when given, else below the best score of the minibatch."""
+    """Failures: below ``threshold`` when given, else below the best score of the minibatch (when every score is
+    the same, all are failures unless that score is at least 1, a perfect score on bounded metrics)."""
     if not trajectories:
         return []
-    cut = threshold if threshold is not None else max(t.score for t in trajectories)
-    below = [t for t in trajectories if t.score < cut]
-    return below if threshold is not None or below else []
+    if threshold is None:
+        best = max(t.score for t in trajectories)
+        threshold = best if any(t.score < best for t in trajectories) else (1.0 if best < 1.0 else best)
+    return [t for t in trajectories if t.score < threshold]
 
 
 def _first_line(text: str) -> str:

@@ -1,0 +1,112 @@
+"""The joint arm and its controls, with the trainer replaced by a recorder (training itself is tested elsewhere)."""
+
+import json
+import sys
+import types
+from dataclasses import dataclass
+
+import pytest
+
+from sia_bench.improvers.controls import BetterTogether, parse_strategy
+from sia_bench.improvers.feedback import FeedbackResponse, validate_response
+from sia_bench.loop import Loop, RunConfig
+from sia_bench.records import Budget
+from sia_bench.task import OptionError
+from tests.doubles import ScriptedModel, adder
+
+
+@pytest.fixture
+def trainer_calls(monkeypatch):
+    """Replace the trainer module: record (generation, harness) per weight update and save an empty 'adapter'."""
+    calls = []
+
+    @dataclass
+    class WeightUpdate:
+        algo: str = "grpo"
+        steps: int = 2
+        lr: float = 5e-4
+        group_size: int = 4
+        prompts_per_step: int = 4
+        lora_rank: int = 8
+        temperature: float = 1.0
+        instance_ids: list | None = None
+        rationale: str = ""
+
+        def validate(self):
+            return self
+
+    def apply_weight_update(state, harness, update):
+        calls.append({"generation": state.generation, "harness": harness, "update": update,
+                      "prompt": state.task.render(harness, state.train[0]).messages[0]["content"]})
+        path = state.workdir / "adapter"
+        path.mkdir(parents=True, exist_ok=True)
+        return path, {"mean_reward": [0.0]}
+
+    module = types.SimpleNamespace(WeightUpdate=WeightUpdate, apply_weight_update=apply_weight_update)
+    monkeypatch.setitem(sys.modules, "sia_bench.improvers.trainers", module)
+    return calls
+
+
+def run(tmp_path, improver, generations, feedback=None, **options):
+    config = RunConfig(task="toy_arithmetic", improver=improver, improver_options=options, seed=3,
+                       budget=Budget(generations=generations))
+    model = ScriptedModel(fn=adder())
+    return Loop(config, tmp_path / improver, model=model, feedback_model=feedback).run()
+
+
+def test_decision_schema_round_trips():
+    data = {"diagnosis": "d", "actions": [
+        {"type": "harness_patch", "op": "replace", "target": "SKILL.md", "anchor": "a", "text": "b", "rationale": "r"},
+        {"type": "weight_update", "algo": "rft", "steps": 3, "lr": 0.001, "group_size": 8, "prompts_per_step": 2,
+         "instance_ids": ["train-1"], "rationale": "r"},
+        {"type": "stop", "rationale": "done"}]}
+    parsed = validate_response(json.dumps(data), ["harness_patch", "weight_update", "stop"])
+    again = FeedbackResponse.model_validate(json.loads(parsed.model_dump_json()))
+    assert again == parsed
+    assert [a.type for a in again.actions] == ["harness_patch", "weight_update", "stop"]
+
+
+def test_weight_update_trains_under_the_patched_harness(tmp_path, trainer_calls):
+    both = json.dumps({"diagnosis": "hedging; train too", "actions": [
+        {"type": "harness_patch", "op": "append", "text": "Never hedge: one number only.", "rationale": "r"},
+        {"type": "weight_update", "algo": "grpo", "steps": 1, "rationale": "r"}]})
+    record = run(tmp_path, "wh", 1, feedback=ScriptedModel(replies=[both]))
+    [call] = trainer_calls
+    assert "Never hedge: one number only." in call["harness"].skill
+    assert "Never hedge: one number only." in call["prompt"]  # the training prompts are the patched ones
+    gen = record.generations[1]
+    assert gen.levers == ["harness", "weights"] and gen.candidate.adapter_dir == "gen_001/adapter"
+
+
+def test_stop_ends_the_run(tmp_path, trainer_calls):
+    stop = json.dumps({"diagnosis": "nothing to gain", "actions": [{"type": "stop", "rationale": "plateau"}]})
+    record = run(tmp_path, "wh", 5, feedback=ScriptedModel(replies=[stop]))
+    assert len(record.generations) == 2 and record.generations[1].levers == ["stop"]
+    assert record.stop_reason == "plateau" and record.status == "finished" and not trainer_calls
+
+
+def test_heuristic_rules_pull_harness_then_weights_then_stop(tmp_path, trainer_calls):
+    record = run(tmp_path, "wh", 8, plateau=1, weight_patience=1)
+    levers = [g.levers for g in record.generations[1:]]
+    assert levers[0] == ["harness"] and ["weights"] in levers and levers[-1] == ["stop"]
+    assert record.improver["label"] == "wh[heuristic]"
+    first_w = levers.index(["weights"])
+    assert all(lv == ["harness"] for lv in levers[:first_w])
+
+
+def test_better_together_follows_its_schedule_exactly(tmp_path, trainer_calls):
+    record = run(tmp_path, "bt", 6, strategy="p -> w -> p -> w")
+    assert [g.levers for g in record.generations[1:]] == [["harness"], ["weights"], ["harness"], ["weights"], ["stop"]]
+    assert [c["generation"] for c in trainer_calls] == [2, 4]
+
+
+def test_alternation_follows_its_schedule_exactly(tmp_path, trainer_calls):
+    record = run(tmp_path, "w+h-alternate", 4)
+    assert [g.levers for g in record.generations[1:]] == [["harness"], ["weights"], ["harness"], ["weights"]]
+
+
+def test_bad_strategy_is_a_clear_error():
+    with pytest.raises(OptionError, match="steps are 'p'"):
+        parse_strategy("p -> x")
+    with pytest.raises(OptionError):
+        BetterTogether(strategy="")

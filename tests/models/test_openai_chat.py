@@ -1,0 +1,44 @@
+from types import SimpleNamespace
+
+from sia_bench.models.openai_chat import OpenAIChatModel
+
+
+class FlakyCompletions:
+    def __init__(self, failures):
+        self.failures, self.calls = failures, 0
+
+    def create(self, **kw):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError("connection reset")
+        msg = SimpleNamespace(content=f"echo: {kw['messages'][-1]['content']}")
+        return SimpleNamespace(choices=[SimpleNamespace(message=msg)],
+                               usage=SimpleNamespace(prompt_tokens=5, completion_tokens=3))
+
+
+def make(failures, retries=2):
+    completions = FlakyCompletions(failures)
+    client = SimpleNamespace(chat=SimpleNamespace(completions=completions))
+    return OpenAIChatModel(model="m", client=client, max_retries=retries, backoff_s=0.0, concurrency=1), completions
+
+
+def test_retries_then_succeeds():
+    model, completions = make(failures=2)
+    [g] = model.generate([[{"role": "user", "content": "hi"}]])
+    assert g.text == "echo: hi" and g.error is None and completions.calls == 3
+    assert model.usage.tokens_in == 5 and model.usage.tokens_out == 3
+
+
+def test_gives_up_with_a_recorded_error():
+    model, completions = make(failures=10, retries=1)
+    [g] = model.generate([[{"role": "user", "content": "hi"}]])
+    assert g.text == "" and "after 2 tries" in g.error and "connection reset" in g.error
+    assert model.usage.errors == 1
+
+
+def test_missing_key_is_a_clear_error(monkeypatch):
+    import pytest
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ValueError, match=r"set \$OPENAI_API_KEY"):
+        OpenAIChatModel(model="m")
