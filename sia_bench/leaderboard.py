@@ -181,6 +181,13 @@ def _arm_label(record: RunRecord) -> str:
     return f"{label} · feedback {feedback.get('model') or feedback.get('name')}" if feedback else label
 
 
+def _arm_rank(record: RunRecord) -> int:
+    from sia_bench.ablate import DEFAULT_ARMS
+
+    name = record.improver.get("name", "")
+    return DEFAULT_ARMS.index(name) if name in DEFAULT_ARMS else len(DEFAULT_ARMS)
+
+
 def anchors_for(task: str) -> list[dict[str, Any]]:
     """Published numbers from ``baselines/<task>.py:ANCHORS`` (empty when the module or list is absent)."""
     try:
@@ -202,7 +209,7 @@ def table_rows(group: Group) -> list[dict[str, Any]]:
     arms: dict[str, list[RunRecord]] = {}
     for record in group.runs:
         arms.setdefault(_arm_label(record), []).append(record)
-    for label in sorted(arms):
+    for label in sorted(arms, key=lambda lb: (_arm_rank(arms[lb][0]), lb)):
         recs = sorted(arms[label], key=lambda r: (r.seed, r.run_id))
         fin = [r.final for r in recs]
         cpu = sorted({(r.environment.get("hardware") or {}).get("gpu") or

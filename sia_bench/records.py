@@ -22,7 +22,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterator
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = "1.0"
 TRACKED_PACKAGES = ("sia-bench", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "scikit-learn",
@@ -127,6 +127,8 @@ class Ledger(BaseModel):
 
 class Budget(BaseModel):
     """Limits of a run; ``None`` means unlimited. Test-split evaluation is never charged."""
+
+    model_config = ConfigDict(extra="forbid")
 
     generations: int = 4
     task_rollouts: int | None = None

@@ -295,13 +295,14 @@ def prepare_adapter(model: Any, best_dir: Path | None, rank: int, seed: int) -> 
     if best_dir is not None:
         model.load_adapter(Path(best_dir))
         return str(best_dir)
-    torch.manual_seed(seed)
     if _lora_rank(model) is None:
         model.enable_lora(rank=rank, alpha=2 * rank)
-    else:  # a rejected candidate's weights may still sit in the adapter: re-initialise them
-        for module in model.hf.modules():
-            if isinstance(module, LoraLayer):
-                module.reset_lora_parameters("default", True)
+    # Re-initialise from the seed in both cases (a rejected candidate's weights may still sit in the adapter), so
+    # a fresh process and a long-lived one start from the same A (B = 0).
+    torch.manual_seed(seed)
+    for module in model.hf.modules():
+        if isinstance(module, LoraLayer):
+            module.reset_lora_parameters("default", True)
     model.use_trained_adapter("fresh")
     return "fresh"
 

@@ -4,6 +4,7 @@ each generation trains the LoRA adapter with one RL update on train, and the loo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sia_bench.improvers.base import Improver, LoopState, Proposal
 from sia_bench.improvers.trainers import WeightUpdate, apply_weight_update
@@ -35,8 +36,7 @@ class WeightsImprover(Improver):
         except ValueError as err:
             raise OptionError(f"improver 'w': {err}") from None
 
-    @property
-    def label(self) -> str:
+    def label(self, feedback_model: Any = None) -> str:
         return f"w[{self.algo}]"
 
     def update(self) -> WeightUpdate:
@@ -44,7 +44,7 @@ class WeightsImprover(Improver):
 
     def propose(self, state: LoopState) -> Proposal:
         if not getattr(state.agent.model, "trainable", False):
-            return Proposal(stop=True, proposer=self.label,
+            return Proposal(stop=True, proposer=self.label(),
                             reason=f"the task model {state.agent.model.name!r} has no trainable weights")
         update = self.update()
         update.rationale = f"generation {state.generation}: {update.steps} {update.algo} step(s) on train"
@@ -55,8 +55,8 @@ class WeightsImprover(Improver):
                      f"{report['skipped_groups']} groups without signal skipped; {report['rollouts']} rollouts, "
                      f"{report['seconds']:.1f} s")
         if report["optimizer_steps"] == 0:  # nothing was learned: do not spend a val pass on an unchanged adapter
-            return Proposal(proposer=self.label, diagnosis=diagnosis, levers=["weights"],
+            return Proposal(proposer=self.label(), diagnosis=diagnosis, levers=["weights"],
                             actions=[{"type": "weight_update", **update.to_dict(), "report": report}],
                             reason="no informative group in this update: adapter unchanged")
-        return Proposal(adapter_dir=adapter_dir, levers=["weights"], proposer=self.label, diagnosis=diagnosis,
+        return Proposal(adapter_dir=adapter_dir, levers=["weights"], proposer=self.label(), diagnosis=diagnosis,
                         actions=[{"type": "weight_update", **update.to_dict(), "report": report}])
