@@ -25,6 +25,8 @@ BOOTSTRAP_SEED = 0
 BOOTSTRAP_RESAMPLES = 10_000
 GROUP_FIELDS = ("task version", "dataset", "task model", "budget class")
 VOLATILE_MODEL_KEYS = {"adapter", "device"}  # where a model ran or which adapter it holds does not change identity
+VOLATILE_DATA_KEYS = {"source", "notes"}  # where the data sits on this machine is not its identity (checksums are)
+DATA_SHOWN = ("dataset", "checksums", "sizes", "used")
 
 
 def bootstrap_ci(values: Sequence[float], level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
@@ -51,7 +53,8 @@ def _canon(value: Any) -> str:
 def group_key(record: RunRecord) -> tuple[tuple[str, str], ...]:
     """What must be equal for two runs to share a table, as (field, canonical value) pairs."""
     model = {k: v for k, v in (record.models.get("task") or {}).items() if k not in VOLATILE_MODEL_KEYS}
-    data = record.task.get("data") or {"options": record.task.get("options", {})}
+    data = {k: v for k, v in (record.task.get("data") or {"options": record.task.get("options", {})}).items()
+            if k not in VOLATILE_DATA_KEYS}
     return (("task", record.task["name"]), ("task version", str(record.task.get("version"))),
             ("dataset", _canon(data)), ("task model", _canon(model)),
             ("budget class", _canon({**record.budget.model_dump(), "limit": record.limit})))
@@ -68,7 +71,8 @@ def describe_field(name: str, canonical: str) -> str:
         return f"{value.get('model') or value.get('name', '?')}" + (f" ({extra})" if extra else "")
     if name == "budget class":
         return ", ".join(f"{k}={v}" for k, v in sorted(value.items()) if v is not None)
-    return ", ".join(f"{k}={_canon(v) if isinstance(v, (dict, list)) else v}" for k, v in sorted(value.items()))
+    shown = {k: v for k, v in value.items() if k in DATA_SHOWN} or value
+    return ", ".join(f"{k}={_canon(v) if isinstance(v, (dict, list)) else v}" for k, v in sorted(shown.items()))
 
 
 @dataclass

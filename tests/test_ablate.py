@@ -1,0 +1,66 @@
+"""``sia-bench ablate`` end to end on the toy task with the tiny model, plus its argument handling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sia_bench.ablate import AblationSpec, check_folder, prepare, split_improver_options
+from sia_bench.cli import main
+from sia_bench.records import Budget, RunRecord
+
+
+def test_ablate_end_to_end_then_resume_then_leaderboard(tmp_path, capsys):
+    argv = ["ablate", "--task", "toy_arithmetic", "--improvers", "none", "--seeds", "2", "--model", "tiny",
+            "--limit", "2", "--generations", "2", "--out", str(tmp_path / "runs"), "--quiet"]
+    assert main(argv) == 0
+    [folder] = list((tmp_path / "runs").glob("toy_arithmetic-ablation-*"))
+    manifest = json.loads((folder / "ablation.json").read_text())
+    assert [(r["arm"], r["seed"], r["status"]) for r in manifest["runs"]] == [("none", 0, "finished"),
+                                                                              ("none", 1, "finished")]
+    # matched budget: the default rollout cap is (generations + 1) x val instances x 3, the same for every run
+    assert manifest["budget"]["task_rollouts"] == 3 * 2 * 3 and manifest["val_instances"] == 2
+    records = [RunRecord.load(folder / f"none-s{s}") for s in (0, 1)]
+    assert {r.budget.model_dump_json() for r in records} == {Budget(**manifest["budget"]).model_dump_json()}
+    assert [r.seed for r in records] == [0, 1] and all(r.limit == 2 for r in records)
+    assert {r.generations[0].candidate.harness_digest for r in records} == {manifest["starting_harness"]}
+
+    # killed run: only config.json left behind -> the same command resumes it and leaves the finished one alone
+    kept = (folder / "none-s0" / "run.json").read_bytes()
+    (folder / "none-s1" / "run.json").unlink()
+    assert main(argv) == 0
+    assert (folder / "none-s0" / "run.json").read_bytes() == kept
+    assert RunRecord.load(folder / "none-s1").status == "finished"
+    assert "2/2 runs finished" in capsys.readouterr().out
+
+    assert main(["leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "lb")]) == 0
+    table = (tmp_path / "lb" / "toy_arithmetic.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| arm | none"))
+    assert "| 2 |" in row  # n = 2 seeds
+    assert (tmp_path / "lb" / "toy_arithmetic-0-curves.png").exists() and (tmp_path / "lb" / "index.html").exists()
+
+
+def test_improver_options_scope_to_one_arm_or_all():
+    assert split_improver_options({"x": 1, "h:y": 2}, ["none", "h"]) == {"none": {"x": 1}, "h": {"x": 1, "y": 2}}
+    with pytest.raises(ValueError, match="not one of the arms"):
+        split_improver_options({"w:y": 2}, ["none", "h"])
+
+
+def test_bad_arms_fail_before_anything_runs(tmp_path, capsys):
+    rc = main(["ablate", "--task", "toy_arithmetic", "--improvers", "none,nope", "--model", "tiny",
+               "--out", str(tmp_path)])
+    assert rc == 2 and "unknown improver 'nope'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="must not repeat"):
+        prepare(AblationSpec(task="toy_arithmetic", arms=["none", "none"], seeds=[0]))
+
+
+def test_a_folder_started_with_other_settings_is_refused(tmp_path):
+    spec = AblationSpec(task="toy_arithmetic", arms=["none"], seeds=[0], model="tiny", limit=2)
+    (tmp_path / "ablation.json").write_text(json.dumps({**spec.comparable(), "id": spec.id}))
+    check_folder(tmp_path, spec)  # same settings: fine
+    other = AblationSpec(task="toy_arithmetic", arms=["none"], seeds=[0], model="tiny", limit=4)
+    with pytest.raises(ValueError, match="limit differ"):
+        check_folder(tmp_path, other)
