@@ -1,0 +1,118 @@
+"""The task on real LawBench-191 data and on tiny CAIL / LawBench-191 fixtures: splits, render, no-leak, scoring."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from sia_bench.harness import Patch
+from sia_bench.task import Answer, OptionError, TaskError
+from tasks.legal_charges.task import LegalChargesTask
+from tests.tasks.legal_charges.conftest import write_cail
+
+TOOLS_ON = [("candidates", True), ("answer_mode", "rank"), ("retrieval", True), ("few_shot", 2)]
+
+
+def with_tools(harness, extra=()):
+    for key, value in [*TOOLS_ON, *extra]:
+        harness = harness.apply(Patch("set_param", param=key, value=value))
+    return harness
+
+
+def test_real_splits_and_controls(real_task):
+    info = real_task.data_info()
+    assert info["labels"] == 191 and info["sizes"]["test"] == 913
+    assert info["sizes"]["train"] + info["sizes"]["val"] == 5332
+    assert info["used"]["val"] == 60  # default val_size for CPU runs
+    train_ids = {i.id for i in real_task.split("train")}
+    assert not train_ids & {i.id for i in real_task.split("val")}
+    controls = real_task.control_scores("val")
+    assert controls["perfect"]["accuracy"] == 1.0 and controls["null"]["accuracy"] < 0.05
+
+
+def test_default_harness_is_plain(real_task):
+    h = real_task.default_harness()
+    assert (h["answer_mode"], h["retrieval"], h["candidates"], h["few_shot"]) == ("generate", False, False, 0)
+    prompt = real_task.render(h, real_task.split("val")[0])
+    assert prompt.options is None and prompt.tool_calls == [] and len(prompt.messages) == 2
+    assert set(real_task.search_space) <= set(h.specs)
+
+
+def test_render_never_leaks_the_target(real_task):
+    h = with_tools(real_task.default_harness(), [("few_shot_selection", "confused")])
+    for inst in real_task.split("train")[:3] + real_task.split("val")[:3]:
+        prompt = real_task.render(h, inst)
+        blind = real_task.render(h, replace(inst, target=("盗窃",)))
+        assert prompt.messages == blind.messages and prompt.options == blind.options  # target is never read
+        for call in prompt.tool_calls:
+            assert inst.id not in call.get("ids", [])  # the case itself is never retrieved or shown
+        body = "\n".join(m["content"] for m in prompt.messages[1:-1])
+        assert inst.input["fact"][:120] not in body
+
+
+def test_train_candidates_exclude_the_case_itself(real_task):
+    """Without exclusion a training case's own vector lifts its gold charge: top-1 would be ~98% instead of ~75%."""
+    index = real_task.index()
+    train = real_task.split("train")[::40]
+    hits = sum(i.target[0] == index.candidates(i.input["fact"], 1, i.id)[0] for i in train)
+    assert hits / len(train) < 0.9
+
+
+def test_rank_mode_candidates_hold_gold_often(real_task):
+    h = with_tools(real_task.default_harness())
+    val = real_task.split("val")
+    prompts = [real_task.render(h, i) for i in val]
+    recall = sum(i.target[0] in p.options for i, p in zip(val, prompts)) / len(val)
+    assert recall > 0.8 and all(len(p.options) == 5 for p in prompts)
+    inst = val[0]
+    answer = real_task.parse(h, inst, prompts[0].options[0])
+    assert answer.ok and answer.method == "exact"
+
+
+def test_scoring_and_feedback(real_task):
+    inst = real_task.split("val")[0]
+    gold = inst.target[0]
+    good = real_task.score(inst, Answer(gold, "exact"))
+    assert good.value == 1.0 and "correct" in good.feedback
+    bad = real_task.score(inst, Answer("不存在的罪名", "exact"))
+    assert bad.value == 0.0 and "not in the label set" in bad.feedback and "confused" in bad.feedback
+    none = real_task.score(inst, Answer(None, "no_match", "no charge"))
+    agg = real_task.aggregate([good, bad, none], [inst] * 3)
+    assert agg["accuracy"] == pytest.approx(1 / 3) and 0 < agg["macro_f1"] <= 1
+
+
+def test_options_are_validated():
+    with pytest.raises(OptionError):
+        LegalChargesTask(dataset="nope")
+    with pytest.raises(OptionError):
+        LegalChargesTask(bogus=1)
+    with pytest.raises(TaskError, match="needs -T path"):
+        LegalChargesTask(dataset="cail2018").split("train")
+
+
+def test_cail_task_end_to_end(tmp_path):
+    path = write_cail(tmp_path / "cail.json", n=12)
+    task = LegalChargesTask(dataset="cail2018", path=str(path), val_fraction=0.2)
+    assert task.metric.name == "set_f1"
+    sizes = task.data_info()["sizes"]
+    assert sizes["test"] > 0 and sizes["val"] > 0 and sum(sizes.values()) == 36
+    h = with_tools(task.default_harness(), [("retrieval_k", 2), ("candidates_n", 2)])
+    inst = next(i for i in task.split("test") if len(i.target) == 2)
+    prompt = task.render(h, inst)
+    assert len(prompt.options) == 2
+    answer = task.parse(h, inst, "；".join(inst.target))
+    assert answer.value == list(inst.target)
+    half = task.parse(h, inst, inst.target[0])
+    scores = [task.score(inst, answer), task.score(inst, half)]
+    assert scores[1].value == pytest.approx(2 / 3) and "partly correct" in scores[1].feedback
+    agg = task.aggregate(scores, [inst, inst])
+    assert agg["set_f1"] == pytest.approx((1 + 2 / 3) / 2) and agg["exact_match"] == 0.5
+    assert 0 < agg["cail_score"] <= 1
+
+
+def test_tiny_lawbench_task_via_data_dir(tiny_lawbench):
+    task = LegalChargesTask(data_dir=str(tiny_lawbench), val_fraction=0.2, test_size=3)
+    assert len(task.split("test")) == 3 and len(task.split("val")) == 4  # one of each 6-case charge
+    h = with_tools(task.default_harness(), [("candidates_n", 2), ("few_shot_selection", "random")])
+    assert len(task.render(h, task.split("val")[0]).options) == 2
