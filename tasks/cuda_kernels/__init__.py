@@ -1,0 +1,1 @@
+"""The cuda_kernels task: write a faster kernel for a reference PyTorch computation (KernelBench format)."""
