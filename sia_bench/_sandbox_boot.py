@@ -14,8 +14,13 @@ _allowed += [os.path.realpath(p) for p in {sysconfig.get_paths()[k] for k in ("s
 _allowed += ["/dev/null", "/dev/urandom", "/proc", "/sys", "/etc", "/usr", "/lib", "/tmp/.triton", "/opt"]
 
 
+_script_dir = os.path.dirname(os.path.realpath(sys.argv[1])) + "/" if len(sys.argv) > 1 else None
+
+
 def _inside(path: str) -> bool:
     real = os.path.realpath(path)
+    if _script_dir and real.startswith(_script_dir) and real.endswith((".py", ".pyc", ".so")):
+        return True  # the script's own modules (imports), not its data files
     return any(real == root or real.startswith(root.rstrip("/") + "/") for root in _allowed)
 
 
@@ -32,5 +37,6 @@ script = sys.argv[1]
 with open(script, encoding="utf-8") as f:  # read before the tripwire: the script may live outside the sandbox
     code = compile(f.read(), script, "exec")
 sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(os.path.realpath(script)))
 sys.addaudithook(_hook)
 exec(code, {"__name__": "__main__", "__file__": script, "__builtins__": __builtins__})

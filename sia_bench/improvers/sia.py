@@ -61,8 +61,12 @@ class JointImprover(Improver):
         action = {"type": "weight_update", **{k: v for k, v in vars(update).items() if v is not None},
                   "report": report}
         levers = (["harness"] if harness.digest != state.best_harness.digest else []) + ["weights"]
-        return Proposal(harness=harness, adapter_dir=adapter_dir, actions=[*(extra_actions or []), action],
-                        levers=levers, diagnosis=diagnosis, proposer=proposer)
+        trained = report.get("optimizer_steps", 1) > 0
+        if not trained:
+            action["error"] = "no optimizer step: no sampled group had a reward signal"
+        return Proposal(harness=harness, adapter_dir=adapter_dir if trained else None,
+                        actions=[*(extra_actions or []), action], levers=levers, diagnosis=diagnosis,
+                        proposer=proposer, reason="" if trained else "weight update had no reward signal")
 
     def harness_proposal(self, state: LoopState) -> Proposal:
         agent = feedback_agent(state, self.proposer_retries)

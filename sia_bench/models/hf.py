@@ -210,8 +210,12 @@ class HFModel(Model):
         from peft import PeftConfig, set_peft_model_state_dict
         from safetensors.torch import load_file
 
+        cfg = PeftConfig.from_pretrained(str(directory))
+        if self._has_lora:
+            mine = self.hf.peft_config["default"]
+            if (mine.r, set(mine.target_modules)) != (cfg.r, set(cfg.target_modules)):
+                self.hf = self.hf.unload()  # another rank or target set: drop it (base weights are untouched)
         if not self._has_lora:
-            cfg = PeftConfig.from_pretrained(str(directory))
             self.enable_lora(cfg.r, cfg.lora_alpha, cfg.lora_dropout, tuple(cfg.target_modules))
         set_peft_model_state_dict(self.hf, load_file(str(Path(directory) / "adapter_model.safetensors")))
         self._adapter_on = True
