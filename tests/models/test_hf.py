@@ -51,3 +51,25 @@ def test_lora_adapter_save_reload_and_disable(tmp_path):
     model.load_adapter(tmp_path / "adapter")
     assert [g.text for g in model.generate(MSGS, params)] == trained
     assert model.info()["adapter"] == str(tmp_path / "adapter")
+
+
+def test_loading_an_adapter_of_another_rank_rewraps(tmp_path):
+    from sia_bench.models import build_model
+
+    model = build_model("tiny", seed=4)
+    params = SamplingParams(max_new_tokens=4)
+    outputs = {}
+    for rank in (4, 8):
+        if model._has_lora:
+            model.hf = model.hf.unload()
+        model.enable_lora(rank=rank)
+        with torch.no_grad():
+            for name, p in model.hf.named_parameters():
+                if "lora_B" in name:
+                    p.add_(torch.randn_like(p) * 0.5)
+        outputs[rank] = [g.text for g in model.generate(MSGS, params)]
+        model.save_adapter(tmp_path / f"r{rank}")
+    model.load_adapter(tmp_path / "r4")  # the r8 adapter is attached: must re-wrap, not crash
+    assert [g.text for g in model.generate(MSGS, params)] == outputs[4]
+    model.load_adapter(tmp_path / "r8")
+    assert [g.text for g in model.generate(MSGS, params)] == outputs[8]
