@@ -65,7 +65,9 @@ class Agent:
                 best = max(range(len(opt_scores)), key=opt_scores.__getitem__)
                 raws[i] = prompts[i].options[best]
                 per_item[i] = (time.perf_counter() - t0) / len(ranked)
-        todo = [i for i in range(len(instances)) if i not in set(ranked)]
+        ranked_set = set(ranked)
+        todo = [i for i in range(len(instances)) if i not in ranked_set]
+        todo_set = set(todo)
         if todo:
             gens = self.model.generate([prompts[i].messages for i in todo], params)
             for i, g in zip(todo, gens):
@@ -74,7 +76,7 @@ class Agent:
         answers = [self._parse(harness, inst, raw, err) for inst, raw, err in zip(instances, raws, errors)]
         retries = [0] * len(instances)
         for attempt in range(harness["retries"]):
-            again = [i for i, a in enumerate(answers) if not a.ok and i in set(todo) and errors[i] is None]
+            again = [i for i, a in enumerate(answers) if not a.ok and i in todo_set and errors[i] is None]
             if not again:
                 break
             msgs = [prompts[i].messages + [{"role": "assistant", "content": raws[i]},
