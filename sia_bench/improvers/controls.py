@@ -31,6 +31,7 @@ class BetterTogether(JointImprover):
 
     def __post_init__(self) -> None:
         parse_strategy(self.strategy)
+        super().__post_init__()
 
     def step_for(self, generation: int) -> str | None:
         steps = parse_strategy(self.strategy)

@@ -19,12 +19,14 @@ from sia_bench.improvers.feedback import PROMPTS, StopAction, WeightUpdateAction
 from sia_bench.improvers.harness import (HarnessSettings, apply_patches, edit_limit, feedback_agent, harness_step,
                                          reflect)
 from sia_bench.improvers.heuristic import choose_lever, search_exhausted
+from sia_bench.improvers.weights import WeightSettings
 from sia_bench.models.base import SamplingParams
 
 
 @dataclass
-class JointImprover(Improver):
-    """Settings shared by the arms that pull both levers (``wh``, ``bt``, ``w+h-alternate``)."""
+class JointImprover(WeightSettings, Improver):
+    """Settings shared by the arms that pull both levers (``wh``, ``bt``, ``w+h-alternate``): the weight-update
+    settings of :class:`WeightSettings` plus the harness-search ones."""
 
     uses_feedback = True
     uses_weights = True
@@ -33,40 +35,10 @@ class JointImprover(Improver):
     edit_schedule: str = "linear"
     success_threshold: float | None = None
     proposer_retries: int = 2
-    algo: str = "grpo"
-    steps: int = 2
-    lr: float = 5e-4
-    group_size: int = 4
-    prompts_per_step: int = 4
-    lora_rank: int = 8
-    temperature: float = 1.0
 
     @property
     def harness_settings(self) -> HarnessSettings:
         return HarnessSettings(self.minibatch, self.edit_budget, self.edit_schedule, self.success_threshold)
-
-    def default_update(self, **overrides: Any):
-        from sia_bench.improvers.trainers import WeightUpdate
-
-        fields = dict(algo=self.algo, steps=self.steps, lr=self.lr, group_size=self.group_size,
-                      prompts_per_step=self.prompts_per_step, lora_rank=self.lora_rank, temperature=self.temperature)
-        fields.update({k: v for k, v in overrides.items() if v is not None})
-        return WeightUpdate(**fields).validate()
-
-    def weight_step(self, state: LoopState, harness: Harness, update: Any, proposer: str,
-                    extra_actions: list[dict[str, Any]] | None = None, diagnosis: str = "") -> Proposal:
-        from sia_bench.improvers.trainers import apply_weight_update
-
-        adapter_dir, report = apply_weight_update(state, harness, update)
-        action = {"type": "weight_update", **{k: v for k, v in vars(update).items() if v is not None},
-                  "report": report}
-        levers = (["harness"] if harness.digest != state.best_harness.digest else []) + ["weights"]
-        trained = report.get("optimizer_steps", 1) > 0
-        if not trained:
-            action["error"] = "no optimizer step: no sampled group had a reward signal"
-        return Proposal(harness=harness, adapter_dir=adapter_dir if trained else None,
-                        actions=[*(extra_actions or []), action], levers=levers, diagnosis=diagnosis,
-                        proposer=proposer, reason="" if trained else "weight update had no reward signal")
 
     def harness_proposal(self, state: LoopState) -> Proposal:
         agent = feedback_agent(state, self.proposer_retries)

@@ -1,22 +1,27 @@
 """Improver ``w``: weights only. The harness stays the best one (the starting one, as nothing else changes it);
-each generation trains the LoRA adapter with one RL update on train, and the loop's val gate keeps or drops it."""
+each generation trains the LoRA adapter with one RL update on train, and the loop's val gate keeps or drops it.
+
+:class:`WeightSettings` is the one place for the ``-I`` settings of a weight update and for running one; every arm
+that pulls the weights lever (``w`` here, ``wh``/``bt``/``w+h-alternate`` in sia.py and controls.py) inherits it, so
+they share defaults, validation, the action record and the "no optimizer step" outcome.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
+from sia_bench.harness import Harness
 from sia_bench.improvers.base import Improver, LoopState, Proposal
-from sia_bench.improvers.trainers import WeightUpdate, apply_weight_update
+from sia_bench.improvers.trainers import WeightUpdate
 from sia_bench.task import OptionError
+
+NO_SIGNAL = "no optimizer step: no sampled group had a reward signal, adapter unchanged"
 
 
 @dataclass
-class WeightsImprover(Improver):
-    """Weights-only RL on a LoRA adapter (GRPO, RFT or entropic), one update per generation."""
-
-    name = "w"
-    uses_weights = True
+class WeightSettings:
+    """LoRA + RL settings (see :class:`~sia_bench.improvers.trainers.WeightUpdate` for their meaning)."""
 
     algo: str = "grpo"
     steps: int = 2
@@ -32,31 +37,56 @@ class WeightsImprover(Improver):
 
     def __post_init__(self) -> None:
         try:
-            self.update()
+            self.default_update()
         except ValueError as err:
-            raise OptionError(f"improver 'w': {err}") from None
+            raise OptionError(f"improver {getattr(self, 'name', '?')!r}: {err}") from None
+
+    def default_update(self, **overrides: Any) -> WeightUpdate:
+        """The update these settings describe; ``overrides`` (a Feedback-Agent's choices, None = keep) win."""
+        values = {f.name: getattr(self, f.name) for f in fields(WeightSettings)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return WeightUpdate(**values).validate()
+
+    def weight_step(self, state: LoopState, harness: Harness, update: WeightUpdate, proposer: str,
+                    extra_actions: list[dict[str, Any]] | None = None, diagnosis: str = "") -> Proposal:
+        """Train under ``harness`` (possibly just patched: its prompts are the training prompts) and propose the
+        adapter. Zero optimizer steps means nothing changed: no adapter is proposed, so no val pass is spent."""
+        from sia_bench.improvers.trainers import apply_weight_update
+
+        if not getattr(state.agent.model, "trainable", False):
+            return Proposal(stop=True, levers=["stop"], proposer=proposer, actions=list(extra_actions or []),
+                            reason=f"the task model {state.agent.model.name!r} has no trainable weights")
+        adapter_dir, report = apply_weight_update(state, harness, update)
+        action = {"type": "weight_update", **update.to_dict(), "report": report}
+        trained = report["optimizer_steps"] > 0
+        if not trained:
+            action["error"] = NO_SIGNAL
+        rewards = ", ".join("nan" if r != r else f"{r:.3f}" for r in report["mean_reward_per_step"])
+        summary = (f"{update.algo}: {report['optimizer_steps']}/{update.steps} optimizer steps from "
+                   f"{report['started_from']} adapter; train reward per step [{rewards}]; "
+                   f"{report['skipped_groups']} groups without signal skipped; {report['rollouts']} rollouts, "
+                   f"{report['seconds']:.1f} s")
+        patched = harness.digest != state.best_harness.digest
+        return Proposal(harness=harness if patched else None, adapter_dir=adapter_dir if trained else None,
+                        actions=[*(extra_actions or []), action], levers=(["harness"] if patched else []) + ["weights"],
+                        diagnosis=f"{diagnosis}; {summary}" if diagnosis else summary, proposer=proposer,
+                        reason="" if trained else NO_SIGNAL)
+
+
+@dataclass
+class WeightsImprover(WeightSettings, Improver):
+    """Weights-only RL on a LoRA adapter (GRPO, RFT or entropic), one update per generation."""
+
+    name = "w"
+    uses_weights = True
 
     def label(self, feedback_model: Any = None) -> str:
         return f"w[{self.algo}]"
 
     def update(self) -> WeightUpdate:
-        return WeightUpdate(**self.settings()).validate()
+        return self.default_update()
 
     def propose(self, state: LoopState) -> Proposal:
-        if not getattr(state.agent.model, "trainable", False):
-            return Proposal(stop=True, proposer=self.label(),
-                            reason=f"the task model {state.agent.model.name!r} has no trainable weights")
-        update = self.update()
-        update.rationale = f"generation {state.generation}: {update.steps} {update.algo} step(s) on train"
-        adapter_dir, report = apply_weight_update(state, state.best_harness, update)
-        rewards = ", ".join("nan" if r != r else f"{r:.3f}" for r in report["mean_reward_per_step"])
-        diagnosis = (f"{update.algo}: {report['optimizer_steps']}/{update.steps} optimizer steps from "
-                     f"{report['started_from']} adapter; train reward per step [{rewards}]; "
-                     f"{report['skipped_groups']} groups without signal skipped; {report['rollouts']} rollouts, "
-                     f"{report['seconds']:.1f} s")
-        if report["optimizer_steps"] == 0:  # nothing was learned: do not spend a val pass on an unchanged adapter
-            return Proposal(proposer=self.label(), diagnosis=diagnosis, levers=["weights"],
-                            actions=[{"type": "weight_update", **update.to_dict(), "report": report}],
-                            reason="no informative group in this update: adapter unchanged")
-        return Proposal(adapter_dir=adapter_dir, levers=["weights"], proposer=self.label(), diagnosis=diagnosis,
-                        actions=[{"type": "weight_update", **update.to_dict(), "report": report}])
+        update = self.default_update(rationale=f"generation {state.generation}: {self.steps} {self.algo} "
+                                               f"step(s) on train")
+        return self.weight_step(state, state.best_harness, update, self.label())

@@ -1,9 +1,6 @@
 """The joint arm and its controls, with the trainer replaced by a recorder (training itself is tested elsewhere)."""
 
 import json
-import sys
-import types
-from dataclasses import dataclass
 
 import pytest
 
@@ -17,33 +14,22 @@ from tests.doubles import ScriptedModel, adder
 
 @pytest.fixture
 def trainer_calls(monkeypatch):
-    """Replace the trainer module: record (generation, harness) per weight update and save an empty 'adapter'."""
+    """Replace the trainer: record (generation, harness) per weight update, save an empty 'adapter' and report one
+    optimizer step; the scripted task model claims trainable weights so the arms reach the trainer."""
+    from sia_bench.improvers import trainers
+
     calls = []
-
-    @dataclass
-    class WeightUpdate:
-        algo: str = "grpo"
-        steps: int = 2
-        lr: float = 5e-4
-        group_size: int = 4
-        prompts_per_step: int = 4
-        lora_rank: int = 8
-        temperature: float = 1.0
-        instance_ids: list | None = None
-        rationale: str = ""
-
-        def validate(self):
-            return self
 
     def apply_weight_update(state, harness, update):
         calls.append({"generation": state.generation, "harness": harness, "update": update,
                       "prompt": state.task.render(harness, state.train[0]).messages[0]["content"]})
         path = state.workdir / "adapter"
         path.mkdir(parents=True, exist_ok=True)
-        return path, {"mean_reward": [0.0]}
+        return path, {"optimizer_steps": 1, "mean_reward_per_step": [0.5], "started_from": "a fresh",
+                      "skipped_groups": 0, "rollouts": 8, "seconds": 0.1}
 
-    module = types.SimpleNamespace(WeightUpdate=WeightUpdate, apply_weight_update=apply_weight_update)
-    monkeypatch.setitem(sys.modules, "sia_bench.improvers.trainers", module)
+    monkeypatch.setattr(trainers, "apply_weight_update", apply_weight_update)
+    monkeypatch.setattr(ScriptedModel, "trainable", property(lambda self: True))
     return calls
 
 
@@ -110,3 +96,38 @@ def test_bad_strategy_is_a_clear_error():
         parse_strategy("p -> x")
     with pytest.raises(OptionError):
         BetterTogether(strategy="")
+
+
+@pytest.mark.parametrize("improver, options", [("w", {}), ("bt", {"strategy": "w"}), ("w+h-alternate", {"first": "w"})])
+def test_an_update_without_reward_signal_proposes_no_adapter_in_every_arm(tmp_path, trainer_calls, monkeypatch,
+                                                                         improver, options):
+    from sia_bench.improvers import trainers
+    from sia_bench.improvers.weights import NO_SIGNAL
+
+    def no_signal(state, harness, update):
+        return state.workdir / "adapter", {"optimizer_steps": 0, "mean_reward_per_step": [float("nan")],
+                                           "started_from": "a fresh", "skipped_groups": 12, "rollouts": 48,
+                                           "seconds": 0.1}
+
+    monkeypatch.setattr(trainers, "apply_weight_update", no_signal)
+    record = run(tmp_path, improver, 1, **options)
+    gen = record.generations[1]
+    assert gen.candidate is None and gen.reason.startswith(NO_SIGNAL)
+    assert gen.actions[-1]["error"] == NO_SIGNAL and gen.actions[-1]["report"]["optimizer_steps"] == 0
+
+
+def test_joint_arms_stop_cleanly_when_the_model_has_no_weights(tmp_path):
+    record = run(tmp_path, "bt", 3, strategy="w")
+    gen = record.generations[1]
+    assert gen.levers == ["stop"] and "no trainable weights" in gen.reason and record.status == "finished"
+
+
+def test_joint_arms_share_the_weight_settings_and_their_validation():
+    from sia_bench.improvers.weights import WeightSettings
+
+    arm = BetterTogether.from_options(algo="rft", reward_threshold="0.5", steps="3")
+    assert isinstance(arm, WeightSettings)
+    update = arm.default_update(steps=5, instance_ids=["train-1"])
+    assert (update.algo, update.steps, update.reward_threshold, update.instance_ids) == ("rft", 5, 0.5, ["train-1"])
+    with pytest.raises(OptionError, match="group_size"):
+        BetterTogether.from_options(group_size="1")
