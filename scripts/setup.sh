@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-EXTRAS=${SIA_EXTRAS:-dev,distributed,triton}
+EXTRAS=${SIA_EXTRAS:-dev,distributed,triton,structured}
 stamp="$VENV/.sia-bench-installed"
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16) $EXTRAS"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

@@ -1,8 +1,10 @@
 """The Feedback-Agent: reads scored train trajectories, history and the ledger; answers with typed actions.
 
 The answer is one JSON object: a short ``diagnosis`` and ``actions`` of type ``harness_patch``, ``weight_update`` or
-``stop`` (which types are allowed depends on the improver). Output that does not parse or fails validation is
-re-asked with the validation error; after the retries it becomes a recorded failed proposal and the run goes on.
+``stop`` (which types are allowed depends on the improver). Decoding is constrained to a JSON schema narrowed to the
+call (:func:`decoding_schema`; xgrammar on local models, ``response_format`` on OpenAI-compatible servers), so even a
+135M model answers in form. Output that does not parse or fails validation is re-asked with the validation error;
+after the retries it becomes a recorded failed proposal and the run goes on.
 Prompts are versioned template files under ``sia_bench/prompts``.
 """
 
@@ -72,6 +74,45 @@ SCHEMA_EXAMPLES = {
                        "instance_ids": None, "rationale": "why train the weights now"}],
     "stop": [{"type": "stop", "rationale": "why nothing more will help"}],
 }
+
+
+def decoding_schema(allowed: Sequence[str], harness: Harness, max_actions: int = 8) -> str:
+    """The JSON schema handed to constrained decoding: the response schema narrowed to this call (only the allowed
+    action types, patch targets and parameters that exist in ``harness``) with length caps, so that even a small
+    model's answer parses and ends within its token budget. Validation still runs on every answer afterwards."""
+    def text(n: int) -> dict[str, Any]:
+        return {"type": "string", "maxLength": n}
+
+    def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"anyOf": [schema, {"type": "null"}]}
+
+    def action(kind: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+        return {"type": "object", "properties": {"type": {"const": kind}, **properties, "rationale": text(240)},
+                "required": ["type", *required, "rationale"], "additionalProperties": False}
+
+    params = {"enum": sorted(harness.specs)} if harness.specs else {"type": "null"}
+    kinds = {
+        "harness_patch": action("harness_patch", {
+            "op": {"enum": ["append", "insert_after", "replace", "delete", "set_param"]},
+            "target": {"enum": sorted(harness.components)}, "anchor": nullable(text(240)),
+            "text": nullable(text(1200)), "param": nullable(params),
+            "value": nullable({"anyOf": [{"type": "string", "maxLength": 120}, {"type": "number"},
+                                         {"type": "boolean"}]})}, ["op", "target"]),
+        "weight_update": action("weight_update", {
+            "algo": {"enum": ["grpo", "rft", "entropic"]}, "steps": {"type": "integer", "minimum": 1, "maximum": 200},
+            "lr": {"type": "number", "minimum": 1e-6, "maximum": 1e-2},
+            "group_size": {"type": "integer", "minimum": 2, "maximum": 64},
+            "prompts_per_step": {"type": "integer", "minimum": 1, "maximum": 256},
+            "instance_ids": nullable({"type": "array", "items": text(80), "maxItems": 32})},
+            ["algo", "steps", "lr", "group_size"]),
+        "stop": action("stop", {}, []),
+    }
+    schema = {"type": "object", "properties": {
+        "diagnosis": text(480),
+        "actions": {"type": "array", "items": {"anyOf": [kinds[k] for k in allowed]}, "minItems": 1,
+                    "maxItems": max_actions}},
+        "required": ["diagnosis", "actions"], "additionalProperties": False}
+    return json.dumps(schema)
 
 
 @dataclass
@@ -209,8 +250,9 @@ def render_feedback_prompt(*, task: Any, harness: Harness, trajectories: Sequenc
 class FeedbackAgent:
     """A language-model Feedback-Agent on any registered model backend."""
 
-    def __init__(self, model: Model, max_retries: int = 2, max_new_tokens: int = 512, temperature: float = 0.0):
-        self.model, self.max_retries = model, max_retries
+    def __init__(self, model: Model, max_retries: int = 2, max_new_tokens: int = 768, temperature: float = 0.0,
+                 structured: bool = True):
+        self.model, self.max_retries, self.structured = model, max_retries, structured
         self.params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature)
 
     @property
@@ -221,8 +263,10 @@ class FeedbackAgent:
             max_actions: int = 8) -> FeedbackResult:
         messages = [{"role": "user", "content": prompt}]
         result = FeedbackResult("", [], False, 0)
+        schema = decoding_schema(allowed, harness, max_actions) if self.structured else None
         for attempt in range(self.max_retries + 1):
-            params = SamplingParams(self.params.max_new_tokens, self.params.temperature, seed=seed + attempt)
+            params = SamplingParams(self.params.max_new_tokens, self.params.temperature, seed=seed + attempt,
+                                    json_schema=schema)
             before = self.model.usage.tokens_in + self.model.usage.tokens_out
             gen = self.model.generate([messages], params)[0]
             ledger.feedback_calls += 1

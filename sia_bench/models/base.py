@@ -21,6 +21,10 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    # Structured output: a JSON schema (as a JSON string, so the params stay hashable) the answer must follow.
+    # Backends constrain decoding to it where they can (hf: xgrammar; openai: response_format); callers still
+    # validate, since a backend without support generates freely.
+    json_schema: str | None = None
 
 
 @dataclass

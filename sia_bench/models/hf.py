@@ -109,11 +109,13 @@ class HFModel(Model):
         t0 = time.perf_counter()
         enc = self.encode_prompts(prompts)
         sample = params.temperature > 0
+        processors = [self._json_processor(params.json_schema)] if params.json_schema else []
         with self._adapter_context():
             seqs = self.hf.generate(
                 **enc, max_new_tokens=params.max_new_tokens, do_sample=sample,
                 temperature=params.temperature if sample else None, top_p=params.top_p if sample else None,
-                top_k=None, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
+                top_k=None, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+                logits_processor=[p for p in processors if p is not None] or None)
         new = seqs[:, enc["input_ids"].shape[1]:]
         elapsed = (time.perf_counter() - t0) / max(len(prompts), 1)
         gens = []
@@ -127,6 +129,29 @@ class HFModel(Model):
                     text = text[:text.index(stop)]
             gens.append(Generation(text, int(mask.sum()), len(ids), elapsed))
         return gens
+
+    def _json_processor(self, schema: str) -> Any:
+        """xgrammar's logits processor that only lets tokens through which keep the answer valid under ``schema``
+        (what vLLM and SGLang do for structured output). Grammars are compiled once per schema; the processor is
+        single-use, so a fresh one per call. Without xgrammar: None, and the caller's validation catches bad JSON."""
+        try:
+            import xgrammar
+            from xgrammar.contrib.hf import LogitsProcessor
+        except ImportError:
+            if not getattr(self, "_warned_xgrammar", False):
+                import warnings
+
+                warnings.warn("json_schema ignored: install xgrammar (pip install 'sia-bench[structured]') for "
+                              "constrained decoding", stacklevel=3)
+                self._warned_xgrammar = True
+            return None
+        cache = self.__dict__.setdefault("_grammars", {})
+        if schema not in cache:
+            if "_grammar_compiler" not in self.__dict__:
+                info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.hf.config.vocab_size)
+                self._grammar_compiler = xgrammar.GrammarCompiler(info, max_threads=1)
+            cache[schema] = self._grammar_compiler.compile_json_schema(schema, any_whitespace=False)
+        return LogitsProcessor(cache[schema])
 
     @torch.no_grad()
     def loglikelihood(self, batch: list[tuple[Messages, list[str]]]) -> list[list[float]]:

@@ -6,6 +6,7 @@ with exponential backoff and then returned as a :class:`Generation` with ``error
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ class OpenAIChatModel(Model):
     backoff_s: float = 1.0
     timeout_s: float = 120.0
     concurrency: int = 4
+    structured: bool = True  # send json_schema as response_format; false for servers without it
     client: Any = None  # injected in tests
 
     def __post_init__(self) -> None:
@@ -44,6 +46,13 @@ class OpenAIChatModel(Model):
     def info(self) -> dict[str, Any]:
         return {"backend": "openai", "name": self.model, "base_url": self.base_url or "api.openai.com"}
 
+    def _response_format(self, params: SamplingParams) -> dict[str, Any]:
+        """OpenAI's structured outputs (also served by vLLM and SGLang); ``structured=false`` for servers without."""
+        if not params.json_schema or not self.structured:
+            return {}
+        return {"response_format": {"type": "json_schema",
+                                    "json_schema": {"name": "answer", "schema": json.loads(params.json_schema)}}}
+
     def _one(self, messages: Messages, params: SamplingParams) -> Generation:
         error = ""
         for attempt in range(self.max_retries + 1):
@@ -52,7 +61,7 @@ class OpenAIChatModel(Model):
                 resp = self.client.chat.completions.create(
                     model=self.model, messages=messages, max_tokens=params.max_new_tokens,
                     temperature=params.temperature, top_p=params.top_p, seed=params.seed,
-                    stop=list(params.stop) or None)
+                    stop=list(params.stop) or None, **self._response_format(params))
                 usage = getattr(resp, "usage", None)
                 return Generation(resp.choices[0].message.content or "",
                                   getattr(usage, "prompt_tokens", 0) or 0,

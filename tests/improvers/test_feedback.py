@@ -85,3 +85,35 @@ def test_rejected_edit_reaches_the_next_reflection_and_no_test_label_leaks(tmp_p
     val_questions = [f"What is {i.input['a']} + {i.input['b']}?" for i in task.split("val")]
     for p in prompts:
         assert not any(q in p for q in test_questions + val_questions)
+
+
+def test_decoding_schema_narrows_to_the_call_and_accepts_the_documented_examples(toy_task):
+    from sia_bench.improvers.feedback import SCHEMA_EXAMPLES, decoding_schema
+
+    jsonschema = pytest.importorskip("jsonschema")
+    harness = toy_task.default_harness()
+    schema = json.loads(decoding_schema(["harness_patch", "stop"], harness, max_actions=3))
+    kinds = [item["properties"]["type"]["const"] for item in schema["properties"]["actions"]["items"]["anyOf"]]
+    assert kinds == ["harness_patch", "stop"] and schema["properties"]["actions"]["maxItems"] == 3
+    patch = schema["properties"]["actions"]["items"]["anyOf"][0]["properties"]
+    assert patch["target"]["enum"] == sorted(harness.components)
+    assert list(schema["properties"]) == ["diagnosis", "actions"]  # generation order: diagnose first
+    name = sorted(harness.specs)[0]
+    example = {"diagnosis": "d", "actions": [{"type": "harness_patch", "op": "set_param", "target": "SKILL.md",
+                                              "param": name, "value": 1, "rationale": "r"}, *SCHEMA_EXAMPLES["stop"]]}
+    jsonschema.validate(example, schema)
+    with pytest.raises(jsonschema.ValidationError):  # weight updates are not allowed in this call
+        jsonschema.validate({"diagnosis": "d", "actions": SCHEMA_EXAMPLES["weight_update"]}, schema)
+    full = json.loads(decoding_schema(["harness_patch", "weight_update", "stop"], harness))
+    jsonschema.validate({"diagnosis": "d", "actions": SCHEMA_EXAMPLES["weight_update"]}, full)
+
+
+def test_feedback_agent_asks_the_model_for_structured_output(toy_task):
+    model = ScriptedModel(replies=['{"diagnosis": "d", "actions": [{"type": "stop", "rationale": "r"}]}'])
+    seen = []
+    original = model.generate
+    model.generate = lambda batch, params: seen.append(params) or original(batch, params)
+    result = FeedbackAgent(model).ask("p", ["stop"], toy_task.default_harness(), Ledger(), seed=0)
+    assert result.ok and json.loads(seen[0].json_schema)["required"] == ["diagnosis", "actions"]
+    FeedbackAgent(model, structured=False).ask("p", ["stop"], toy_task.default_harness(), Ledger(), seed=0)
+    assert seen[-1].json_schema is None

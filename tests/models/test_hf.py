@@ -73,3 +73,19 @@ def test_loading_an_adapter_of_another_rank_rewraps(tmp_path):
     assert [g.text for g in model.generate(MSGS, params)] == outputs[4]
     model.load_adapter(tmp_path / "r8")
     assert [g.text for g in model.generate(MSGS, params)] == outputs[8]
+
+
+def test_json_schema_constrains_generation_even_for_a_random_model(tiny_model):
+    pytest.importorskip("xgrammar", reason="constrained decoding needs xgrammar (extra: structured)")
+    import json
+
+    schema = json.dumps({"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 9},
+                                                          "w": {"enum": ["yes", "no"]}},
+                         "required": ["n", "w"], "additionalProperties": False})
+    free = tiny_model.generate(MSGS[:2], SamplingParams(max_new_tokens=12))
+    gens = tiny_model.generate(MSGS[:2], SamplingParams(max_new_tokens=24, json_schema=schema))
+    for free_gen, gen in zip(free, gens):
+        data = json.loads(gen.text)  # the random model never writes JSON on its own; constrained, it must
+        assert set(data) == {"n", "w"} and 0 <= data["n"] <= 9 and data["w"] in {"yes", "no"}
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(free_gen.text)

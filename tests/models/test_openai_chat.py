@@ -42,3 +42,21 @@ def test_missing_key_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ValueError, match=r"set \$OPENAI_API_KEY"):
         OpenAIChatModel(model="m")
+
+
+def test_json_schema_is_sent_as_response_format_unless_switched_off():
+    from sia_bench.models.base import SamplingParams
+
+    seen = []
+    completions = SimpleNamespace(create=lambda **kw: seen.append(kw) or FlakyCompletions(0).create(**kw))
+    client = SimpleNamespace(chat=SimpleNamespace(completions=completions))
+    schema = '{"type": "object", "properties": {"n": {"type": "integer"}}}'
+    params = SamplingParams(json_schema=schema)
+    OpenAIChatModel(model="m", client=client).generate([[{"role": "user", "content": "hi"}]], params)
+    fmt = seen[-1]["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["schema"]["properties"]["n"] == {"type": "integer"}
+    OpenAIChatModel(model="m", client=client, structured=False).generate([[{"role": "user", "content": "hi"}]],
+                                                                        params)
+    assert "response_format" not in seen[-1]
+    OpenAIChatModel(model="m", client=client).generate([[{"role": "user", "content": "hi"}]])
+    assert "response_format" not in seen[-1]
