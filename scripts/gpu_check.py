@@ -139,7 +139,8 @@ def main() -> None:
     plan = [("cuda", "trimul", True, 2.0, 240), ("triton", "trimul", False, 2.0, 180)]
     if not args.quick:
         plan += [(b, p, False, 1.0, 90) for b in ("cuda", "triton")
-                 for p in ("gelu", "silu_mul", "softmax", "layernorm", "rmsnorm", "row_sum")]
+                 for p in ("gelu", "silu_mul", "softmax", "layernorm", "rmsnorm", "row_sum", "matmul",
+                           "matmul_bias_relu", "cumsum", "max_pool2d", "conv2d")]
     for backend, problem, compile_, budget, timeout in plan:
         if time.time() - T0 > args.deadline:
             say(f"deadline reached: skipping {backend}/{problem}")

@@ -80,6 +80,10 @@ if HERE not in sys.path:
 
 torch.set_num_threads(int(CONFIG.get("threads", 1)))
 have_gpu = torch.cuda.is_available()
+# float32 problems are checked and timed against exact fp32: cuDNN's default would run the reference convolution in
+# TF32 (~1e-3 off on conv2d's full size, the tolerance itself) and flatter its time against exact-fp32 kernels.
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
 if backend == "triton" and not have_gpu:
     os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported anywhere
 import timing  # noqa: E402  (binds the timers before the candidate exists)
