@@ -184,11 +184,38 @@ class Group:
 
 def sample_groups(state: "LoopState", harness: Harness, instances: Sequence[Instance], update: WeightUpdate
                   ) -> list[Group]:
-    """Sample ``group_size`` completions per instance with the adapter on, and reward each with the task scorer."""
+    """Sample ``group_size`` completions per instance with the adapter on, and reward each with the task scorer.
+
+    The rollouts follow the policy the agent actually runs under ``harness``: free generation, or, where the harness
+    ranks a closed set of options (``answer_mode=rank``), options drawn from ``softmax(score / temperature)`` over the
+    ranker's own scores (mean token log-probability), whose greedy limit is the ranker's argmax. Sampling free text
+    under a rank-mode harness would train a behaviour the agent never uses (and, on legal_charges with a 135M model,
+    never earns a reward: every group had zero variance)."""
+    prompts = [state.task.render(harness, inst) for inst in instances]
+    rank = harness.params.get("answer_mode") == "rank"
+    ranked = [i for i, p in enumerate(prompts) if rank and p.options]
+    groups: dict[int, Group] = {}
+    if ranked:
+        groups.update(zip(ranked, _sample_options(state, harness, [instances[i] for i in ranked],
+                                                  [prompts[i] for i in ranked], update)))
+    free = [i for i in range(len(instances)) if i not in groups]
+    if free:
+        groups.update(zip(free, _sample_generations(state, harness, [instances[i] for i in free],
+                                                    [prompts[i] for i in free], update)))
+    return [groups[i] for i in range(len(instances))]
+
+
+def _reward(state: "LoopState", harness: Harness, inst: Instance, text: str) -> float:
+    value = float(state.agent._score(inst, state.agent._parse(harness, inst, text, None)).value)
+    return value if math.isfinite(value) else float("nan")
+
+
+def _sample_generations(state: "LoopState", harness: Harness, instances: Sequence[Instance], prompts: Sequence[Any],
+                        update: WeightUpdate) -> list[Group]:
     import torch
 
-    model, agent = state.agent.model, state.agent
-    texts = [model.chat_text(state.task.render(harness, inst).messages) for inst in instances]
+    model = state.agent.model
+    texts = [model.chat_text(p.messages) for p in prompts]
     enc = model.encode_prompts([t for t in texts for _ in range(update.group_size)])
     max_new = update.max_new_tokens or harness["max_new_tokens"]
     eos, pad = model.tokenizer.eos_token_id, model.tokenizer.pad_token_id
@@ -206,12 +233,36 @@ def sample_groups(state: "LoopState", harness: Harness, instances: Sequence[Inst
             if eos in ids:
                 ids = ids[:ids.index(eos) + 1]  # keep EOS: stopping is part of what is learned
             text = model.tokenizer.decode(ids, skip_special_tokens=True)
-            answer = agent._parse(harness, inst, text, None)
-            value = float(agent._score(inst, answer).value)
             comps.append(ids or [eos])
             outs.append(text)
-            rewards.append(value if math.isfinite(value) else float("nan"))
+            rewards.append(_reward(state, harness, inst, text))
         groups.append(Group(inst, prompt, comps, outs, rewards))
+    return groups
+
+
+def _sample_options(state: "LoopState", harness: Harness, instances: Sequence[Instance], prompts: Sequence[Any],
+                    update: WeightUpdate) -> list[Group]:
+    """Options as completions (their tokens exactly as the ranker scores them, no EOS). With GRPO's zero-mean group
+    advantages, the gradient of the advantage-weighted option log-likelihoods is the policy gradient of the
+    option-softmax policy (the normaliser's gradient cancels), so training raises the rank of rewarded options."""
+    import torch
+
+    model = state.agent.model
+    tok = model.tokenizer
+    with torch.no_grad():
+        scores = model.loglikelihood([(p.messages, p.options) for p in prompts])
+    groups = []
+    for inst, prompt, opt_scores in zip(instances, prompts, scores):
+        probs = torch.softmax(torch.tensor(opt_scores, dtype=torch.float64) / update.temperature, 0)
+        picks = torch.multinomial(probs, update.group_size, replacement=True).tolist()
+        prefix = tok(model.chat_text(prompt.messages), add_special_tokens=False)["input_ids"]
+        comps, outs, rewards = [], [], []
+        for k in picks:
+            text = prompt.options[k]
+            comps.append(tok(text, add_special_tokens=False)["input_ids"] or [tok.eos_token_id])
+            outs.append(text)
+            rewards.append(_reward(state, harness, inst, text))
+        groups.append(Group(inst, prefix, comps, outs, rewards))
     return groups
 
 

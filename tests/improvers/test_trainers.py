@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from sia_bench.agent import Agent  # noqa: E402
-from sia_bench.harness import Harness  # noqa: E402
+from sia_bench.harness import Harness, ParamSpec  # noqa: E402
 from sia_bench.improvers.base import LoopState  # noqa: E402
 from sia_bench.improvers.trainers import (WeightUpdate, adaptive_beta, apply_weight_update,  # noqa: E402
                                           entropic_advantages, entropic_weights, group_signal, grpo_advantages,
@@ -247,3 +247,54 @@ def test_instance_focus_and_nan_rewards(task, model, tmp_path):
     _, report = apply_weight_update(state, nan_task.default_harness(), update)
     assert report["steps"][0]["unscorable"] > 0  # NaN rewards are counted, excluded from baselines, not fatal
     assert math.isfinite(report["mean_reward_per_step"][0])
+
+
+# -- rank-mode harnesses: the rollouts are the ranker's options --------------------------------------------------
+class RankTask(DirectionTask):
+    """Pick one of six words by log-likelihood (answer_mode=rank); reward 1 for one fixed word."""
+
+    OPTIONS = ["apple", "river", "stone", "cloud", "ember", "maple"]
+
+    def __init__(self):
+        super().__init__({"stone"})
+
+    def default_harness(self):
+        return Harness.create("---\nname: r\ndescription: pick a word\n---\nPick a word.",
+                              {"max_new_tokens": 4, "temperature": 0.0, "answer_mode": "rank"},
+                              {"answer_mode": ParamSpec(str, "generate", choices=("generate", "rank"))})
+
+    def render(self, harness, instance):
+        return Prompt([{"role": "user", "content": f"Word {instance.input}?"}], options=list(self.OPTIONS))
+
+
+def _p_rewarded(task, model) -> float:
+    prompts = [task.render(task.default_harness(), inst) for inst in task.split("val")[:8]]
+    scores = model.loglikelihood([(p.messages, p.options) for p in prompts])
+    return sum(torch.softmax(torch.tensor(s), 0)[2].item() for s in scores) / len(scores)
+
+
+def test_rank_mode_rollouts_sample_the_options_the_agent_ranks(tmp_path):
+    model, task = _tiny(), RankTask()
+    torch.manual_seed(0)
+    groups = sample_groups(_state(task, model, tmp_path), task.default_harness(), task.split("train")[:4],
+                           WeightUpdate(group_size=6))
+    tok = model.tokenizer
+    for g in groups:
+        assert set(g.texts) <= set(RankTask.OPTIONS) and len(g.texts) == 6
+        assert g.completions == [tok(t, add_special_tokens=False)["input_ids"] for t in g.texts]
+        assert g.rewards == [float(t == "stone") for t in g.texts]
+        assert g.prompt_ids == tok(model.chat_text(task.render(task.default_harness(), g.instance).messages),
+                                   add_special_tokens=False)["input_ids"]
+
+
+def test_grpo_under_a_rank_harness_raises_the_rewarded_option(tmp_path):
+    model, task = _tiny(), RankTask()
+    prepare_adapter(model, None, 8, 0)
+    before = _p_rewarded(task, model)
+    update = WeightUpdate(steps=2, lr=5e-2, group_size=6, prompts_per_step=4)
+    _, report = apply_weight_update(_state(task, model, tmp_path), task.default_harness(), update)
+    after = _p_rewarded(task, model)
+    assert report["optimizer_steps"] >= 1 and report["mean_reward_per_step"][0] < 1.0, report
+    assert after >= before + 0.3, (before, after, report["mean_reward_per_step"])
+    answers = Agent(task, model).run(task.default_harness(), task.split("test")[:8], "test")
+    assert sum(t.score for t in answers) >= 6  # the greedy ranker now picks the rewarded word
