@@ -298,3 +298,32 @@ def test_grpo_under_a_rank_harness_raises_the_rewarded_option(tmp_path):
     assert after >= before + 0.3, (before, after, report["mean_reward_per_step"])
     answers = Agent(task, model).run(task.default_harness(), task.split("test")[:8], "test")
     assert sum(t.score for t in answers) >= 6  # the greedy ranker now picks the rewarded word
+
+
+def test_token_budgeted_micro_batches_accumulate_the_same_gradient(monkeypatch):
+    from sia_bench.improvers import trainers
+    from sia_bench.improvers.trainers import Group, policy_step
+
+    model = _tiny()
+    prepare_adapter(model, None, 8, 0)
+    for module in model.hf.modules():  # B = 0 gives A no gradient: make both factors live
+        if hasattr(module, "lora_B"):
+            torch.nn.init.normal_(module.lora_B["default"].weight, std=0.1)
+    groups = [Group(None, list(range(100, 100 + n)), [[5, 6, 7], [8, 9]], ["a", "b"], [1.0, 0.0], [0.7, -0.7])
+              for n in (40, 64, 52)]
+
+    def grads(micro_tokens):
+        monkeypatch.setattr(trainers, "MICRO_TOKENS", micro_tokens)
+        model.hf.zero_grad(set_to_none=True)
+        loss, n_tok = policy_step(model, groups, "grpo", 0.0)
+        out = {n: p.grad.clone() for n, p in model.hf.named_parameters() if p.grad is not None}
+        model.hf.zero_grad(set_to_none=True)
+        return loss, n_tok, out
+
+    whole, split = grads(10_000), grads(1)  # one micro-batch vs one row at a time
+    assert whole[1] == split[1] == 15 and whole[0] == pytest.approx(split[0], abs=1e-6)
+    assert whole[2].keys() == split[2].keys() and whole[2]
+    for name in whole[2]:
+        torch.testing.assert_close(whole[2][name], split[2][name], rtol=1e-4, atol=1e-6)
+    assert not model.hf.training  # back in eval mode, checkpointing off, for generation and ranking
+    assert not getattr(model.hf, "is_gradient_checkpointing", False)
