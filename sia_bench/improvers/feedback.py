@@ -76,40 +76,88 @@ SCHEMA_EXAMPLES = {
 }
 
 
-def decoding_schema(allowed: Sequence[str], harness: Harness, max_actions: int = 8) -> str:
-    """The JSON schema handed to constrained decoding: the response schema narrowed to this call (only the allowed
-    action types, patch targets and parameters that exist in ``harness``) with length caps, so that even a small
-    model's answer parses and ends within its token budget. Validation still runs on every answer afterwards."""
-    def text(n: int) -> dict[str, Any]:
-        return {"type": "string", "maxLength": n}
+def _text(n: int, min_length: int = 0) -> dict[str, Any]:
+    return {"type": "string", "maxLength": n, **({"minLength": min_length} if min_length else {})}
 
+
+def _value_schema(spec: Any, current: Any) -> dict[str, Any]:
+    """The values a ``set_param`` may set: the spec's choices (minus the current value, which would change nothing),
+    its type and range."""
+    if spec.type is list:
+        items = {"enum": list(spec.choices)} if spec.choices else _text(60, 1)
+        return {"type": "array", "items": items, "maxItems": len(spec.choices) if spec.choices else 8}
+    if spec.choices:
+        return {"enum": [c for c in spec.choices if c != current] or list(spec.choices)}
+    if spec.type is bool:
+        return {"enum": [not current]} if isinstance(current, bool) else {"type": "boolean"}
+    bounds = {k: v for k, v in (("minimum", spec.min), ("maximum", spec.max)) if v is not None}
+    if spec.type is int:
+        return {"type": "integer", **{k: int(v) for k, v in bounds.items()}}
+    if spec.type is float:
+        return {"type": "number", **bounds}
+    return _text(120, 1)
+
+
+def _anchors(text: str, limit: int = 60) -> list[str]:
+    """Lines (at most 200 characters of each) that occur exactly once in ``text``: anchors a patch can use. The front
+    matter of a SKILL.md is left out: editing it can only break the harness."""
+    lines = text.splitlines()
+    if lines and lines[0].strip() == "---":
+        end = next((i for i in range(1, len(lines)) if lines[i].strip() == "---"), 0)
+        lines = lines[end + 1:]
+    out: list[str] = []
+    for line in lines:
+        line = line.strip()[:200]
+        if line and line not in out and text.count(line) == 1:
+            out.append(line)
+    return out[:limit]
+
+
+def _patch_variants(harness: Harness) -> list[dict[str, Any]]:
+    """One schema per edit shape, so that whatever the schema admits is an edit this harness can take: anchors are
+    lines that exist (once) in their component, texts are non-empty, parameters exist and get a value of their type."""
+    def variant(op: str, properties: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "object", "properties": {"type": {"const": "harness_patch"}, "op": {"const": op},
+                                                 **properties, "rationale": _text(240)},
+                "required": ["type", "op", *properties, "rationale"], "additionalProperties": False}
+
+    variants = []
+    for name, text in sorted(harness.components.items()):
+        target = {"const": name}
+        variants.append(variant("append", {"target": target, "text": _text(1200, 1)}))
+        anchors = _anchors(text)
+        if anchors:
+            variants += [variant("insert_after", {"target": target, "anchor": {"enum": anchors},
+                                                  "text": _text(1200, 1)}),
+                         variant("replace", {"target": target, "anchor": {"enum": anchors}, "text": _text(1200, 1)}),
+                         variant("delete", {"target": target, "anchor": {"enum": anchors}})]
+    for name, spec in sorted(harness.specs.items()):
+        variants.append(variant("set_param", {"param": {"const": name},
+                                              "value": _value_schema(spec, harness.params.get(name))}))
+    return variants
+
+
+def decoding_schema(allowed: Sequence[str], harness: Harness, max_actions: int = 8) -> str:
+    """The JSON schema handed to constrained decoding: the response schema narrowed to this call (the allowed action
+    types; harness edits this harness can take, see :func:`_patch_variants`) with length caps, so that even a small
+    model's answer parses, applies, and ends within its token budget. Validation still runs on every answer."""
     def nullable(schema: dict[str, Any]) -> dict[str, Any]:
         return {"anyOf": [schema, {"type": "null"}]}
 
-    def action(kind: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-        return {"type": "object", "properties": {"type": {"const": kind}, **properties, "rationale": text(240)},
-                "required": ["type", *required, "rationale"], "additionalProperties": False}
-
-    params = {"enum": sorted(harness.specs)} if harness.specs else {"type": "null"}
-    kinds = {
-        "harness_patch": action("harness_patch", {
-            "op": {"enum": ["append", "insert_after", "replace", "delete", "set_param"]},
-            "target": {"enum": sorted(harness.components)}, "anchor": nullable(text(240)),
-            "text": nullable(text(1200)), "param": nullable(params),
-            "value": nullable({"anyOf": [{"type": "string", "maxLength": 120}, {"type": "number"},
-                                         {"type": "boolean"}]})}, ["op", "target"]),
-        "weight_update": action("weight_update", {
-            "algo": {"enum": ["grpo", "rft", "entropic"]}, "steps": {"type": "integer", "minimum": 1, "maximum": 200},
-            "lr": {"type": "number", "minimum": 1e-6, "maximum": 1e-2},
-            "group_size": {"type": "integer", "minimum": 2, "maximum": 64},
-            "prompts_per_step": {"type": "integer", "minimum": 1, "maximum": 256},
-            "instance_ids": nullable({"type": "array", "items": text(80), "maxItems": 32})},
-            ["algo", "steps", "lr", "group_size"]),
-        "stop": action("stop", {}, []),
-    }
+    weight_update = {"type": "object", "properties": {
+        "type": {"const": "weight_update"}, "algo": {"enum": ["grpo", "rft", "entropic"]},
+        "steps": {"type": "integer", "minimum": 1, "maximum": 200},
+        "lr": {"type": "number", "minimum": 1e-6, "maximum": 1e-2},
+        "group_size": {"type": "integer", "minimum": 2, "maximum": 64},
+        "prompts_per_step": {"type": "integer", "minimum": 1, "maximum": 256},
+        "instance_ids": nullable({"type": "array", "items": _text(80), "maxItems": 32}), "rationale": _text(240)},
+        "required": ["type", "algo", "steps", "lr", "group_size", "rationale"], "additionalProperties": False}
+    stop = {"type": "object", "properties": {"type": {"const": "stop"}, "rationale": _text(240)},
+            "required": ["type", "rationale"], "additionalProperties": False}
+    kinds = {"harness_patch": _patch_variants(harness), "weight_update": [weight_update], "stop": [stop]}
     schema = {"type": "object", "properties": {
-        "diagnosis": text(480),
-        "actions": {"type": "array", "items": {"anyOf": [kinds[k] for k in allowed]}, "minItems": 1,
+        "diagnosis": _text(480),
+        "actions": {"type": "array", "items": {"anyOf": [v for k in allowed for v in kinds[k]]}, "minItems": 1,
                     "maxItems": max_actions}},
         "required": ["diagnosis", "actions"], "additionalProperties": False}
     return json.dumps(schema)

@@ -87,25 +87,53 @@ def test_rejected_edit_reaches_the_next_reflection_and_no_test_label_leaks(tmp_p
         assert not any(q in p for q in test_questions + val_questions)
 
 
-def test_decoding_schema_narrows_to_the_call_and_accepts_the_documented_examples(toy_task):
-    from sia_bench.improvers.feedback import SCHEMA_EXAMPLES, decoding_schema
+def _boundary_instance(schema, current=None):
+    """One instance of a branch of the decoding schema, with values picked at its edges."""
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return next((v for v in schema["enum"] if v != current), schema["enum"][0])
+    if schema.get("type") == "string":
+        return "x" * max(schema.get("minLength", 0), 1)
+    if schema.get("type") in ("integer", "number"):
+        low, high = schema.get("minimum", 0), schema.get("maximum", 10)
+        return low if low != current else high
+    if schema.get("type") == "array":
+        return [_boundary_instance(schema["items"])]
+    if schema.get("type") == "boolean":
+        return not current
+    raise AssertionError(schema)
+
+
+def test_every_harness_edit_the_decoding_schema_admits_applies(toy_task):
+    from sia_bench.improvers.feedback import SCHEMA_EXAMPLES, HarnessPatchAction, decoding_schema
 
     jsonschema = pytest.importorskip("jsonschema")
     harness = toy_task.default_harness()
     schema = json.loads(decoding_schema(["harness_patch", "stop"], harness, max_actions=3))
-    kinds = [item["properties"]["type"]["const"] for item in schema["properties"]["actions"]["items"]["anyOf"]]
-    assert kinds == ["harness_patch", "stop"] and schema["properties"]["actions"]["maxItems"] == 3
-    patch = schema["properties"]["actions"]["items"]["anyOf"][0]["properties"]
-    assert patch["target"]["enum"] == sorted(harness.components)
+    branches = schema["properties"]["actions"]["items"]["anyOf"]
+    assert {b["properties"]["type"]["const"] for b in branches} == {"harness_patch", "stop"}
+    assert schema["properties"]["actions"]["maxItems"] == 3
     assert list(schema["properties"]) == ["diagnosis", "actions"]  # generation order: diagnose first
-    name = sorted(harness.specs)[0]
-    example = {"diagnosis": "d", "actions": [{"type": "harness_patch", "op": "set_param", "target": "SKILL.md",
-                                              "param": name, "value": 1, "rationale": "r"}, *SCHEMA_EXAMPLES["stop"]]}
-    jsonschema.validate(example, schema)
+    ops = set()
+    for branch in branches[:-1]:
+        props = branch["properties"]
+        param = props.get("param", {}).get("const")
+        action = {k: _boundary_instance(v, harness.params.get(param) if k == "value" else None)
+                  for k, v in props.items()}
+        jsonschema.validate({"diagnosis": "d", "actions": [action]}, schema)
+        harness.apply(HarnessPatchAction.model_validate(action).to_patch())  # raises PatchError if it cannot apply
+        ops.add(action["op"])
+    assert ops == {"append", "insert_after", "replace", "delete", "set_param"}
+    assert {b["properties"]["param"]["const"] for b in branches if "param" in b["properties"]} == set(harness.specs)
+    with pytest.raises(jsonschema.ValidationError):  # an anchor that is not in SKILL.md
+        jsonschema.validate({"diagnosis": "d", "actions": [{"type": "harness_patch", "op": "delete",
+                                                            "target": "SKILL.md", "anchor": "not there",
+                                                            "rationale": "r"}]}, schema)
     with pytest.raises(jsonschema.ValidationError):  # weight updates are not allowed in this call
         jsonschema.validate({"diagnosis": "d", "actions": SCHEMA_EXAMPLES["weight_update"]}, schema)
     full = json.loads(decoding_schema(["harness_patch", "weight_update", "stop"], harness))
-    jsonschema.validate({"diagnosis": "d", "actions": SCHEMA_EXAMPLES["weight_update"]}, full)
+    jsonschema.validate({"diagnosis": "d", "actions": SCHEMA_EXAMPLES["weight_update"] + SCHEMA_EXAMPLES["stop"]}, full)
 
 
 def test_feedback_agent_asks_the_model_for_structured_output(toy_task):
