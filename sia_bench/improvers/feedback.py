@@ -76,6 +76,12 @@ SCHEMA_EXAMPLES = {
 }
 
 
+# Caps on what constrained decoding may write, so a rambling model's answer ends inside the Feedback-Agent's token
+# budget (1,536): at most ~1,500 characters of free text, ~300 tokens in English, ~2,600 if all of it were Chinese
+# (1.74 tokens a character with SmolLM2's tokenizer). An answer cut at the limit is re-asked with that reason.
+DIAGNOSIS_CAP, RATIONALE_CAP, TEXT_CAP, MAX_DECODED_ACTIONS = 240, 120, 300, 3
+
+
 def _text(n: int, min_length: int = 0) -> dict[str, Any]:
     return {"type": "string", "maxLength": n, **({"minLength": min_length} if min_length else {})}
 
@@ -118,18 +124,19 @@ def _patch_variants(harness: Harness) -> list[dict[str, Any]]:
     lines that exist (once) in their component, texts are non-empty, parameters exist and get a value of their type."""
     def variant(op: str, properties: dict[str, Any]) -> dict[str, Any]:
         return {"type": "object", "properties": {"type": {"const": "harness_patch"}, "op": {"const": op},
-                                                 **properties, "rationale": _text(240)},
+                                                 **properties, "rationale": _text(RATIONALE_CAP)},
                 "required": ["type", "op", *properties, "rationale"], "additionalProperties": False}
 
     variants = []
     for name, text in sorted(harness.components.items()):
         target = {"const": name}
-        variants.append(variant("append", {"target": target, "text": _text(1200, 1)}))
+        variants.append(variant("append", {"target": target, "text": _text(TEXT_CAP, 1)}))
         anchors = _anchors(text)
         if anchors:
             variants += [variant("insert_after", {"target": target, "anchor": {"enum": anchors},
-                                                  "text": _text(1200, 1)}),
-                         variant("replace", {"target": target, "anchor": {"enum": anchors}, "text": _text(1200, 1)}),
+                                                  "text": _text(TEXT_CAP, 1)}),
+                         variant("replace", {"target": target, "anchor": {"enum": anchors},
+                                             "text": _text(TEXT_CAP, 1)}),
                          variant("delete", {"target": target, "anchor": {"enum": anchors}})]
     for name, spec in sorted(harness.specs.items()):
         variants.append(variant("set_param", {"param": {"const": name},
@@ -150,15 +157,16 @@ def decoding_schema(allowed: Sequence[str], harness: Harness, max_actions: int =
         "lr": {"type": "number", "minimum": 1e-6, "maximum": 1e-2},
         "group_size": {"type": "integer", "minimum": 2, "maximum": 64},
         "prompts_per_step": {"type": "integer", "minimum": 1, "maximum": 256},
-        "instance_ids": nullable({"type": "array", "items": _text(80), "maxItems": 32}), "rationale": _text(240)},
+        "instance_ids": nullable({"type": "array", "items": _text(80), "maxItems": 32}),
+        "rationale": _text(RATIONALE_CAP)},
         "required": ["type", "algo", "steps", "lr", "group_size", "rationale"], "additionalProperties": False}
-    stop = {"type": "object", "properties": {"type": {"const": "stop"}, "rationale": _text(240)},
+    stop = {"type": "object", "properties": {"type": {"const": "stop"}, "rationale": _text(RATIONALE_CAP)},
             "required": ["type", "rationale"], "additionalProperties": False}
     kinds = {"harness_patch": _patch_variants(harness), "weight_update": [weight_update], "stop": [stop]}
     schema = {"type": "object", "properties": {
-        "diagnosis": _text(480),
+        "diagnosis": _text(DIAGNOSIS_CAP),
         "actions": {"type": "array", "items": {"anyOf": [v for k in allowed for v in kinds[k]]}, "minItems": 1,
-                    "maxItems": max_actions}},
+                    "maxItems": min(max_actions, MAX_DECODED_ACTIONS)}},
         "required": ["diagnosis", "actions"], "additionalProperties": False}
     return json.dumps(schema)
 
@@ -186,6 +194,8 @@ def extract_json(text: str) -> dict[str, Any]:
         except json.JSONDecodeError:
             pass
         start = text.find("{", start + 1)
+    if "{" in text:
+        raise ValueError("the JSON object is incomplete (was the answer cut off at the token limit? keep texts short)")
     raise ValueError("no JSON object found in the answer")
 
 
@@ -193,6 +203,8 @@ def validate_response(text: str, allowed: Sequence[str], harness: Harness | None
                       max_actions: int = 8) -> FeedbackResponse:
     """Parse and validate one answer; raises ValueError whose message is fed back to the model."""
     data = extract_json(text)
+    if "actions" not in data:  # e.g. the answer was cut at the token limit and an inner object was found instead
+        raise ValueError("the JSON object has no 'actions' (was the answer cut off at the token limit? keep texts short)")
     try:
         response = FeedbackResponse.model_validate(data)
     except ValidationError as err:
@@ -298,7 +310,7 @@ def render_feedback_prompt(*, task: Any, harness: Harness, trajectories: Sequenc
 class FeedbackAgent:
     """A language-model Feedback-Agent on any registered model backend."""
 
-    def __init__(self, model: Model, max_retries: int = 2, max_new_tokens: int = 768, temperature: float = 0.0,
+    def __init__(self, model: Model, max_retries: int = 2, max_new_tokens: int = 1536, temperature: float = 0.0,
                  structured: bool = True):
         self.model, self.max_retries, self.structured = model, max_retries, structured
         self.params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature)

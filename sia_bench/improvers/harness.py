@@ -115,8 +115,12 @@ def apply_patches(harness: Harness, result: FeedbackResult, limit: int) -> tuple
                 candidate, applied = new, applied + 1
         records.append(row)
     if not result.ok:
-        records.append({"type": "failed_proposal", "errors": result.errors[-3:], "attempts": result.attempts})
+        records.append({"type": "failed_proposal", "errors": result.errors[-3:], "attempts": result.attempts,
+                        "raw": [text[:RAW_KEEP] for text in result.raw[-3:]]})  # what the model said, for audit
     return candidate, records
+
+
+RAW_KEEP = 2000  # characters of each failed Feedback-Agent answer kept in the record
 
 
 def feedback_agent(state: LoopState, retries: int) -> FeedbackAgent | None:

@@ -145,3 +145,14 @@ def test_feedback_agent_asks_the_model_for_structured_output(toy_task):
     assert result.ok and json.loads(seen[0].json_schema)["required"] == ["diagnosis", "actions"]
     FeedbackAgent(model, structured=False).ask("p", ["stop"], toy_task.default_harness(), Ledger(), seed=0)
     assert seen[-1].json_schema is None
+
+
+def test_a_cut_off_answer_is_named_as_such_and_failed_answers_are_kept(tmp_path):
+    cut = '{"diagnosis": "d", "actions": [{"type": "harness_patch", "op": "append", "text": "never ends'
+    with pytest.raises(ValueError, match="cut off"):
+        validate_response(cut + ' {"type": "stop"}', ["stop"])  # an inner object must not pass for the answer
+    config = RunConfig(task="toy_arithmetic", improver="h", seed=0, budget=Budget(generations=1))
+    record = Loop(config, tmp_path / "run", model=ScriptedModel(fn=adder()),
+                  feedback_model=ScriptedModel(replies=[cut])).run()
+    [failed] = [a for a in record.generations[1].actions if a["type"] == "failed_proposal"]
+    assert failed["raw"] and failed["raw"][0].startswith(cut[:40]) and "cut off" in failed["errors"][0]
