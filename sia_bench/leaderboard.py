@@ -53,6 +53,8 @@ def _canon(value: Any) -> str:
 def group_key(record: RunRecord) -> tuple[tuple[str, str], ...]:
     """What must be equal for two runs to share a table, as (field, canonical value) pairs."""
     model = {k: v for k, v in (record.models.get("task") or {}).items() if k not in VOLATILE_MODEL_KEYS}
+    if model.get("checksum"):  # the checksum pins the weights; records before a fix counted LoRA in "parameters"
+        model.pop("parameters", None)
     data = {k: v for k, v in (record.task.get("data") or {"options": record.task.get("options", {})}).items()
             if k not in VOLATILE_DATA_KEYS}
     return (("task", record.task["name"]), ("task version", str(record.task.get("version"))),

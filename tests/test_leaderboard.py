@@ -154,3 +154,18 @@ def test_regeneration_is_byte_identical(tmp_path):
     assert html.count("data:image/png;base64,") == 4 and str(tmp_path) not in html
     md = (tmp_path / "a" / "toy_arithmetic.md").read_text()
     assert "Apart because: task model differs" in md and str(tmp_path) not in md
+
+
+def test_a_checksummed_model_is_one_model_whatever_parameter_count_a_record_holds(tmp_path):
+    for seed, params in enumerate([134_515_008, 135_436_608]):  # an early record counted an attached LoRA
+        run_dir = make_run(tmp_path, "wh", seed, 0.5, 0.4)
+        record = RunRecord.load(run_dir)
+        record.models["task"].update(checksum="196d7a824673e0af", parameters=params)
+        record.save(run_dir)
+    run_dir = make_run(tmp_path / "other", "wh", 2, 0.5, 0.4)
+    record = RunRecord.load(run_dir)
+    record.models["task"].update(checksum="0000000000000000", parameters=134_515_008)
+    record.save(run_dir)
+    tasks, _ = group_runs(collect([tmp_path]).runs)
+    groups = tasks["toy_arithmetic"]
+    assert sorted(len(g.runs) for g in groups) == [1, 2]  # same checksum together; another checksum apart

@@ -74,8 +74,9 @@ class HFModel(Model):
         return self.path or self.model
 
     def info(self) -> dict[str, Any]:
-        base = self.hf.get_base_model() if self._has_lora else self.hf
-        n = sum(p.numel() for p in base.parameters())
+        # The base model's size: a LoRA adapter injects its own parameters into the same modules, not counted here
+        # (a record written with an adapter attached must describe the same model as one written without).
+        n = sum(p.numel() for name, p in self.hf.named_parameters() if "lora_" not in name)
         return {"backend": "hf", "name": self.name, "device": self.device, "dtype": self.dtype, "parameters": n,
                 "adapter": self.adapter_source, **self.extra_info}
 

@@ -89,3 +89,12 @@ def test_json_schema_constrains_generation_even_for_a_random_model(tiny_model):
         assert set(data) == {"n", "w"} and 0 <= data["n"] <= 9 and data["w"] in {"yes", "no"}
         with pytest.raises(json.JSONDecodeError):
             json.loads(free_gen.text)
+
+
+def test_parameter_count_in_the_record_ignores_an_attached_adapter():
+    from sia_bench.models import build_model
+
+    model = build_model("tiny", seed=5)
+    before = model.info()["parameters"]
+    model.enable_lora(rank=4)
+    assert model.info()["parameters"] == before  # same model identity with or without an adapter
