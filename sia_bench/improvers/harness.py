@@ -96,6 +96,9 @@ def harness_step(state: LoopState, settings: HarnessSettings, agent: FeedbackAge
     return candidate, records, result.diagnosis.strip()
 
 
+RAW_KEEP = 2000  # characters of each failed Feedback-Agent answer kept in the record
+
+
 def apply_patches(harness: Harness, result: FeedbackResult, limit: int) -> tuple[Harness, list[dict[str, Any]]]:
     """Merge the proposed patches and apply at most ``limit``; every proposal is recorded with its outcome."""
     patches = merge_patches([a for a in result.actions if isinstance(a, HarnessPatchAction)])
@@ -118,9 +121,6 @@ def apply_patches(harness: Harness, result: FeedbackResult, limit: int) -> tuple
         records.append({"type": "failed_proposal", "errors": result.errors[-3:], "attempts": result.attempts,
                         "raw": [text[:RAW_KEEP] for text in result.raw[-3:]]})  # what the model said, for audit
     return candidate, records
-
-
-RAW_KEEP = 2000  # characters of each failed Feedback-Agent answer kept in the record
 
 
 def feedback_agent(state: LoopState, retries: int) -> FeedbackAgent | None:

@@ -110,13 +110,13 @@ class HFModel(Model):
         t0 = time.perf_counter()
         enc = self.encode_prompts(prompts)
         sample = params.temperature > 0
-        processors = [self._json_processor(params.json_schema)] if params.json_schema else []
+        constrain = self._json_processor(params.json_schema) if params.json_schema else None
         with self._adapter_context():
             seqs = self.hf.generate(
                 **enc, max_new_tokens=params.max_new_tokens, do_sample=sample,
                 temperature=params.temperature if sample else None, top_p=params.top_p if sample else None,
                 top_k=None, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
-                logits_processor=[p for p in processors if p is not None] or None)
+                logits_processor=[constrain] if constrain is not None else None)
         new = seqs[:, enc["input_ids"].shape[1]:]
         elapsed = (time.perf_counter() - t0) / max(len(prompts), 1)
         gens = []
