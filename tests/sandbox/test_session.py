@@ -1,0 +1,49 @@
+"""The sandbox core: results come back over the channel, and the boundary holds for the basic escape routes."""
+
+import time
+
+import numpy as np
+import pytest
+
+from sia_bench.sandbox import Limits, Session, check_mode, run
+
+pytestmark = pytest.mark.skipif(check_mode("bwrap") is not None, reason="bubblewrap cannot start here")
+
+
+def _run(code: str, **limits):
+    return run(["python", "p.py"], files={"p.py": code.encode()}, limits=Limits(**{"wall_s": 10, **limits}))
+
+
+def test_result_and_arrays_come_back():
+    res = _run("import numpy as np, sandbox_child as c\nc.send({'kind': 'result', 'x': 2}, [np.eye(2)])\n")
+    assert res.ok, res.error
+    msg = res.last("result")
+    assert msg.header["x"] == 2 and np.array_equal(msg.arrays[0], np.eye(2))
+
+
+def test_the_project_and_the_harness_are_invisible():
+    code = ("import os, sandbox_child as c\n"
+            "c.send({'kind': 'result', 'root': sorted(os.listdir('/')), 'procs': sorted(p for p in os.listdir('/proc')"
+            " if p.isdigit()), 'env': sorted(os.environ)})\n")
+    res = _run(code)
+    head = res.last("result").header
+    assert len(head["procs"]) <= 3  # own PID namespace: the harness is not there
+    assert not any(k.endswith("_KEY") or k.startswith("OPENAI") for k in head["env"])
+
+
+def test_timeout_kills_the_whole_tree_promptly():
+    code = ("import os, time\nfor _ in range(5):\n    if os.fork() == 0:\n        os.setsid(); time.sleep(1000)\n"
+            "time.sleep(1000)\n")
+    t0 = time.monotonic()
+    res = _run(code, wall_s=2)
+    assert res.timed_out and time.monotonic() - t0 < 7
+
+
+def test_session_round_trip():
+    code = ("import sandbox_child as c\nwhile True:\n    h, a = c.recv()\n    if h['kind'] == 'stop': break\n"
+            "    c.send({'kind': 'sum', 'v': float(a[0].sum())})\n")
+    with Session(["python", "w.py"], files={"w.py": code.encode()}, limits=Limits(wall_s=20)) as s:
+        s.send({"kind": "go"}, [np.ones(10)])
+        assert s.recv(10).header["v"] == 10.0
+        s.send({"kind": "stop"})
+        assert s.wait() == 0
