@@ -7,6 +7,15 @@ PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 EXTRAS=${SIA_EXTRAS:-dev,distributed,triton,structured}
 stamp="$VENV/.sia-bench-installed"
+# Model-written programs run under bubblewrap (namespaces); install it where we can (root + apt), else say how.
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null; }) \
+      && echo "installed bubblewrap (the sandbox for model-written programs)"
+  else
+    echo "WARNING: bubblewrap (bwrap) is missing: install it (apt-get install bubblewrap) to run model-written programs" >&2
+  fi
+fi
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16) $EXTRAS"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
