@@ -144,6 +144,16 @@ class Task(ABC):
     @abstractmethod
     def null_answer(self, instance: Instance) -> Answer: ...
 
+    def reference_text(self, harness: Harness, instance: Instance) -> str | None:
+        """The gold completion for ``instance`` under ``harness`` (what a perfect model would reply), for supervised
+        controls (``sft``); None when the task has no such text (e.g. program tasks without a reference program)."""
+        return None
+
+    def tool_answer(self, harness: Harness, instance: Instance) -> str | None:
+        """What the harness's tools alone would reply, no model involved (the ``tool-only`` control); None when the
+        harness's tools give no answer. Parsed and scored like a model reply."""
+        return None
+
     def control_scores(self, split: str, instances: Sequence[Instance] | None = None) -> dict[str, dict[str, float]]:
         items = list(instances if instances is not None else self.split(split))
         out = {}
