@@ -3,7 +3,7 @@
 It makes the loop useful without any LLM endpoint, and it is labelled ``heuristic`` in records and tables so nobody
 mistakes it for a Feedback-Agent. Rules, in order: fix parse failures (retry, other parser), then walk the task's
 declared ``search_space`` (one untried value per parameter, rejected values never again), then append a "lessons"
-section built from the most frequent failure feedback. For the joint arm it also chooses the lever.
+section built from the most frequent failure feedback. (The joint arm's lever choice lives in chooser.py.)
 """
 
 from __future__ import annotations
@@ -87,42 +87,3 @@ def failed(trajectories: Sequence[Trajectory], threshold: float | None) -> list[
 
 def _first_line(text: str) -> str:
     return " ".join(text.strip().splitlines()[0].split())[:160] if text.strip() else ""
-
-
-def search_exhausted(task: Any, harness: Harness, history: Sequence[GenerationRecord]) -> bool:
-    """True when every declared search-space value is either in the harness or already rejected."""
-    tried = tried_settings(history)
-    for param, values in getattr(task, "search_space", {}).items():
-        if param not in harness.specs:
-            continue
-        for value in values:
-            try:
-                current = harness.specs[param].validate(param, value)
-            except PatchError:
-                continue
-            if current != harness.params[param] and _key(param, value) not in tried:
-                return False
-    return True
-
-
-def choose_lever(history: Sequence[GenerationRecord], harness_exhausted: bool, plateau: int,
-                 weight_patience: int) -> str:
-    """Rule-based SIA choice: harness edits until val plateaus for ``plateau`` generations (or the search space is
-    spent), then a weight update; ``stop`` once weight updates have failed ``weight_patience`` times in a row too."""
-    harness_streak = 0
-    for g in reversed(history[1:]):
-        if g.levers == ["harness"] and not g.accepted:
-            harness_streak += 1
-        else:
-            break
-    weight_fails = 0
-    for g in reversed(history[1:]):
-        if "weights" in g.levers:
-            if g.accepted:
-                break
-            weight_fails += 1
-    if not harness_exhausted and harness_streak < plateau:
-        return "harness"
-    if weight_fails < weight_patience:
-        return "weights"
-    return "stop"

@@ -1,10 +1,13 @@
 """Improver ``wh`` (SIA): each generation the Feedback-Agent patches the harness, updates the weights, both, or stops.
 
 Weights are trained under the (possibly just patched) harness, so the training prompts are the ones the agent will
-use. Without an LLM Feedback-Agent a rule-based choice stands in, labelled ``heuristic``: harness edits until val
-plateaus for ``plateau`` generations (or the search space is spent), then a weight update, and stop when neither
-helps. ``meta_agent=true`` lets the Feedback-Agent model draft the starting SKILL.md first, as the paper does (off by
-default, so all arms share a start).
+use. Without an LLM Feedback-Agent the lever is chosen by evidence (:mod:`sia_bench.improvers.chooser`): each lever
+is tried once, then the one with the highest optimistic val gain per unit of compute, and the arm stops when not even
+the optimistic estimate expects another val instance to flip, or when no lever fits the remaining compute. That
+choice is labelled ``heuristic`` (the edits themselves come from the offline proposer). With an LLM Feedback-Agent,
+the agent chooses and its diagnosis is recorded; the evidence table is logged next to it. ``meta_agent=true`` lets
+the Feedback-Agent model draft the starting SKILL.md first, as the paper does (off by default, so all arms share a
+start); its tokens are charged to the run like every other model call.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ from typing import Any
 
 from sia_bench.harness import Harness, PatchError, parse_front_matter
 from sia_bench.improvers.base import Improver, LoopState, Proposal
+from sia_bench.improvers.chooser import choose_lever, collect_evidence
 from sia_bench.improvers.feedback import PROMPTS, StopAction, WeightUpdateAction
 from sia_bench.improvers.harness import (HarnessSettings, apply_patches, edit_limit, feedback_agent, harness_step,
                                          reflect)
-from sia_bench.improvers.heuristic import choose_lever, search_exhausted
 from sia_bench.improvers.weights import WeightSettings
 from sia_bench.models.base import SamplingParams
 
@@ -54,8 +57,8 @@ class SIAImprover(JointImprover):
     """SIA: the Feedback-Agent chooses harness patches, a LoRA weight update, both, or stop, every generation."""
 
     name = "wh"
-    plateau: int = 2
-    weight_patience: int = 1
+    exploration: float = 1.0  # c of the UCB bonus (see chooser.py)
+    min_gain: float = -1.0  # stop below this optimistic gain; < 0: half the val resolution (0.5 / val instances)
     meta_agent: bool = False
 
     def initial_harness(self, task: Any, harness: Harness, feedback_model: Any, seed: int) -> Harness:
@@ -102,15 +105,38 @@ class SIAImprover(JointImprover):
                         actions=records, levers=["harness"], diagnosis=diagnosis, proposer=agent.label)
 
     def _heuristic(self, state: LoopState) -> Proposal:
-        exhausted = search_exhausted(state.task, state.best_harness, state.history)
-        lever = choose_lever(state.history, exhausted, self.plateau, self.weight_patience)
-        why = (f"rule: search space {'spent' if exhausted else 'open'}, plateau={self.plateau}, "
-               f"weight_patience={self.weight_patience} -> {lever}")
-        if lever == "stop":
-            return Proposal(stop=True, levers=["stop"], proposer="heuristic", diagnosis=why,
-                            reason="neither harness edits nor weight updates improved val")
-        if lever == "weights":
-            return self.weight_step(state, state.best_harness, self.default_update(), "heuristic", diagnosis=why)
+        choice = self.evidence_choice(state)
+        why = f"chooser: {choice.reason}"
+        if choice.lever == "stop":
+            return Proposal(stop=True, levers=["stop"], proposer="heuristic", diagnosis=why, reason=choice.reason,
+                            actions=[{"type": "lever_choice", "lever": "stop", "scores": choice.scores}])
+        record = {"type": "lever_choice", "lever": choice.lever, "reason": choice.reason, "scores": choice.scores}
+        if choice.lever == "weights":
+            return self.weight_step(state, state.best_harness, self.default_update(), "heuristic", [record],
+                                    diagnosis=why)
         proposal = self.harness_proposal(state)
+        proposal.actions = [record, *proposal.actions]
         proposal.diagnosis = f"{why}; {proposal.diagnosis}"
+        if choice.lever == "both":  # train under the patched harness, so the training prompts are the new ones
+            harness = proposal.harness or state.best_harness
+            return self.weight_step(state, harness, self.default_update(), "heuristic", proposal.actions,
+                                    diagnosis=proposal.diagnosis)
         return proposal
+
+    def evidence_choice(self, state: LoopState):
+        """The chooser's verdict from this run's history and the compute left in the budget."""
+        metric = state.task.metric
+        evidence = collect_evidence(state.history, metric.name, metric.higher_is_better)
+        resolution = 1.0 / max(int(getattr(state, "val_size", 0) or 0), 1)
+        return choose_lever(evidence, remaining_compute(state), resolution, c=self.exploration,
+                            min_gain=None if self.min_gain < 0 else self.min_gain)
+
+
+def remaining_compute(state: LoopState) -> float | None:
+    """FLOPs left under the run's compute budget (None when the budget sets no compute limit)."""
+    limit = getattr(state.budget, "compute_flops", None)
+    if limit is None:
+        return None
+    spent = state.ledger.plus(state.gen_ledger)
+    total = getattr(spent, "total_flops", None)
+    return float(limit) - (total(exclude_test=True) if callable(total) else 0.0)

@@ -71,13 +71,23 @@ def test_stop_ends_the_run(tmp_path, trainer_calls):
     assert record.stop_reason == "plateau" and record.status == "finished" and not trainer_calls
 
 
-def test_heuristic_rules_pull_harness_then_weights_then_stop(tmp_path, trainer_calls):
-    record = run(tmp_path, "wh", 8, plateau=1, weight_patience=1)
+def test_heuristic_choice_explores_each_lever_then_follows_the_evidence(tmp_path, trainer_calls):
+    record = run(tmp_path, "wh", 8)
     levers = [g.levers for g in record.generations[1:]]
-    assert levers[0] == ["harness"] and ["weights"] in levers and levers[-1] == ["stop"]
+    assert levers[:3] == [["harness"], ["weights"], ["harness", "weights"]]  # the stated exploration order
     assert record.improver["label"] == "wh[heuristic]"
-    first_w = levers.index(["weights"])
-    assert all(lv == ["harness"] for lv in levers[:first_w])
+    choices = [g.actions[0] for g in record.generations[1:]]
+    assert all(c["type"] == "lever_choice" for c in choices)
+    assert choices[0]["reason"].startswith("explore") and choices[2]["reason"].startswith("explore")
+    later = [c for c in choices[3:] if c["lever"] != "stop"]
+    assert all(set(c["scores"]) == {"harness", "weights", "both"} for c in later)
+    assert [c["generation"] for c in trainer_calls][:2] == [2, 3]  # weights, then both (trained after the patch)
+
+
+def test_heuristic_choice_stops_when_no_gain_is_expected(tmp_path, trainer_calls):
+    record = run(tmp_path, "wh", 12, exploration=0.0, min_gain=0.5)
+    assert record.generations[-1].levers == ["stop"] and "expected gain" in record.stop_reason
+    assert len(record.generations) < 12  # stopped by the rule, not by the generation budget
 
 
 def test_better_together_follows_its_schedule_exactly(tmp_path, trainer_calls):
