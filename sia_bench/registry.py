@@ -105,6 +105,8 @@ for _name, _target in {
     "wh": "sia_bench.improvers.sia:SIAImprover",
     "bt": "sia_bench.improvers.controls:BetterTogether",
     "w+h-alternate": "sia_bench.improvers.controls:AlternateImprover",
+    "tool-only": "sia_bench.improvers.attribution:ToolOnly",
+    "random-search": "sia_bench.improvers.attribution:RandomSearch",
 }.items():
     IMPROVERS.register(_name, _target)
 

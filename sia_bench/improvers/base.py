@@ -68,6 +68,7 @@ class Improver(ABC):
     name: ClassVar[str]
     uses_weights: ClassVar[bool] = False
     uses_feedback: ClassVar[bool] = False  # proposes through a Feedback-Agent (or the heuristic stand-in)
+    answers_with: ClassVar[str] = "model"  # "tools": the arm's answers come from Task.tool_answer, no model call
 
     @classmethod
     def from_options(cls, **options: Any) -> "Improver":

@@ -20,13 +20,13 @@ from sia_bench.records import GenerationRecord
 LESSONS_HEADER = "## Lessons from training cases"
 
 
-def _key(param: str, value: Any) -> str:
+def setting_key(param: str, value: Any) -> str:
     return f"{param}={json.dumps(value, sort_keys=True, default=str)}"
 
 
 def tried_settings(history: Sequence[GenerationRecord]) -> set[str]:
     """``param=value`` settings that a rejected (or invalid) generation already tried."""
-    return {_key(a["param"], a.get("value")) for a in rejected_buffer(history)
+    return {setting_key(a["param"], a.get("value")) for a in rejected_buffer(history)
             if a.get("type") == "harness_patch" and a.get("op") == "set_param"}
 
 
@@ -40,7 +40,7 @@ def heuristic_patches(task: Any, harness: Harness, trajectories: Sequence[Trajec
     actions: list[HarnessPatchAction] = []
 
     def propose(param: str, value: Any, why: str) -> None:
-        if param not in harness.specs or any(a.param == param for a in actions) or _key(param, value) in tried:
+        if param not in harness.specs or any(a.param == param for a in actions) or setting_key(param, value) in tried:
             return
         try:
             harness.apply(HarnessPatchAction(op="set_param", param=param, value=value).to_patch())
