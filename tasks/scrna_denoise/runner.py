@@ -1,12 +1,14 @@
-"""Sandbox-side runner: load the training counts, import the program, call ``denoise``, save the output.
+"""Sandbox-side runner: load the training counts, import the program, call ``denoise``, send the output back.
 
-Copied into the sandbox working directory and run by :func:`sia_bench.sandbox.run_python`; it imports nothing from
-sia_bench and sees only its own directory. ``job.json`` names the files and the keyword parameters; hyperparameters
-are passed only to ``denoise`` arguments that the program declares. The harness re-checks the saved output itself.
+Started by :func:`tasks.scrna_denoise.execute.run_program` as ``python runner.py`` inside the sandbox, whose work
+folder holds only ``job.json``, ``counts.npz`` (this instance's training molecules), ``program.py`` and this file.
+It imports nothing from sia_bench; the output goes back as one array message over the result channel
+(``sandbox_child.send``), never through a file. Nothing here is trusted: the harness validates the message again.
+The harness checks the shape and values. Hyperparameters are passed only to ``denoise`` arguments that the program declares.
 """
 
-import inspect
 import importlib.util
+import inspect
 import json
 import sys
 import time
@@ -15,10 +17,12 @@ import traceback
 import numpy as np
 import scipy.sparse as sp
 
+import sandbox_child
 
-def _fail(message: str) -> None:
-    with open("result.json", "w") as fh:
-        json.dump({"ok": False, "error": message}, fh)
+
+def _fail(stage: str, message: str) -> None:
+    """Report a failure over the channel (``stage`` names where it happened) and exit non-zero."""
+    sandbox_child.send({"kind": "error", "stage": stage, "message": message[:2000]})
     print(message, file=sys.stderr)
     sys.exit(1)
 
@@ -26,18 +30,17 @@ def _fail(message: str) -> None:
 def main() -> None:
     with open("job.json") as fh:
         job = json.load(fh)
-    counts = sp.load_npz(job["counts"]).toarray().astype(np.float64)
-    shape = counts.shape
+    counts = sp.load_npz("counts.npz").toarray().astype(np.float64)
     try:
-        spec = importlib.util.spec_from_file_location("program", job["program"])
+        spec = importlib.util.spec_from_file_location("program", "program.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-    except Exception as err:  # noqa: BLE001 - anything the program does is reported, not raised
+    except BaseException as err:  # noqa: BLE001 - anything the program does is reported, not raised
         traceback.print_exc()
-        _fail(f"the program failed to load: {type(err).__name__}: {err}")
+        _fail("load", f"{type(err).__name__}: {err}")
     denoise = getattr(module, "denoise", None)
     if not callable(denoise):
-        _fail("the program defines no function denoise(counts)")
+        _fail("contract", "the program defines no function denoise(counts)")
     try:
         accepted = inspect.signature(denoise).parameters
     except (TypeError, ValueError):
@@ -47,21 +50,17 @@ def main() -> None:
     start = time.perf_counter()
     try:
         out = denoise(counts, **kwargs)
-    except Exception as err:  # noqa: BLE001
+    except BaseException as err:  # noqa: BLE001
         traceback.print_exc()
-        _fail(f"denoise raised {type(err).__name__}: {err}")
+        _fail("denoise", f"{type(err).__name__}: {err}")
     seconds = time.perf_counter() - start
     if sp.issparse(out):
         out = out.toarray()
     try:
         out = np.asarray(out, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        _fail(f"denoise returned {type(out).__name__}, not a numeric array: {err}")
-    if out.shape != shape:
-        _fail(f"denoise returned shape {out.shape}, expected {shape} (cells x genes, same as the input)")
-    np.save(job["output"], out, allow_pickle=False)
-    with open("result.json", "w") as fh:
-        json.dump({"ok": True, "seconds": seconds, "params_used": kwargs}, fh)
+        _fail("contract", f"denoise returned {type(out).__name__}, not a numeric array: {err}")
+    sandbox_child.send({"kind": "result", "seconds": seconds, "params_used": kwargs}, [out])
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from sia_bench.harness import Harness, ParamSpec, load_default_harness
+from sia_bench.sandbox import SandboxUnavailable, require_mode, sandbox_option
 from sia_bench.task import Answer, Instance, Metric, Prompt, Score, Task, TaskError
 
 from . import data as scdata
@@ -93,13 +94,18 @@ class ScrnaDenoiseTask(Task):
         "max_cells": ParamSpec(int, 0, min=0, help="subsample this many cells (0 = all)"),
         "seed": ParamSpec(int, 0, min=0, help="added to the fixed split seeds (test 0, val 1, train 2)"),
         "timeout_s": ParamSpec(float, 300.0, min=1.0, help="wall-time limit of one program run"),
-        "memory_mb": ParamSpec(int, 4096, min=256, help="address-space limit of one program run"),
+        "memory_mb": ParamSpec(int, 4096, min=256, help="memory limit of one program run (its whole process tree)"),
+        "sandbox": sandbox_option(),
     }
     search_space = {"method": ["magic", "alra", "knn_smooth"], "n_components": [10, 20, 50],
                     "k": [5, 15, 30], "t": [2, 3, 5]}
 
     def __init__(self, **options: Any):
         super().__init__(**options)
+        try:  # refuse now, naming the fix, rather than at the first program
+            require_mode(self.opts["sandbox"])
+        except SandboxUnavailable as err:
+            raise TaskError(f"-T sandbox={self.opts['sandbox']}: {err}") from None
         self._data: scdata.CountData | None = None
         self._arrays: dict[str, sp.csr_matrix] = {}
         self._controls: dict[str, dict[str, float]] = {}
@@ -214,9 +220,11 @@ class ScrnaDenoiseTask(Task):
             if value.get("fallback_reason"):
                 details["fallback_reason"] = value["fallback_reason"]
             run = run_program(program, train, value.get("params"), timeout_s=self.opts["timeout_s"],
-                              memory_mb=self.opts["memory_mb"])
+                              memory_mb=self.opts["memory_mb"], mode=self.opts["sandbox"])
             details.update(run.details)
             details["program_seconds"] = round(run.seconds, 3)
+            if run.program_output:
+                details["program_output"] = run.program_output
             if run.error:
                 failure, denoised = run.error, train
             else:
@@ -243,8 +251,8 @@ class ScrnaDenoiseTask(Task):
             lines.append("Scored the program written in the model's reply.")
         if d["failure"]:
             lines.append(f"FAILED: {d['failure']}. Scored as no denoising (mse_norm 0).")
-            if d.get("stderr"):
-                lines.append("stderr tail: " + d["stderr"].strip().splitlines()[-1][:300])
+            if d.get("program_output"):
+                lines.append(d["program_output"])
         c = d["controls"]
         lines.append(f"mse_norm {d['mse_norm']:.4f} (MSE {d['mse']:.5f}; no denoising {c['null']['mse']:.5f}, "
                      f"held-out truth {c['perfect']['mse']:.5f}); poisson_norm {d['poisson_norm']:.4f} "
