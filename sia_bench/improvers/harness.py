@@ -62,7 +62,7 @@ def reflect(state: LoopState, harness: Harness, settings: HarnessSettings, agent
     trajectories = state.rollout(harness, batch)
     if agent is None:
         return heuristic_patches(state.task, harness, trajectories, state.history, max_actions,
-                                 settings.success_threshold), trajectories
+                                 settings.success_threshold, state.rng), trajectories
     failures = failed(trajectories, settings.success_threshold)
     successes = [t for t in trajectories if t not in failures]
     merged = FeedbackResult("", [], False, 0)

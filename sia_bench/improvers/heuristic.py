@@ -2,13 +2,15 @@
 
 It makes the loop useful without any LLM endpoint, and it is labelled ``heuristic`` in records and tables so nobody
 mistakes it for a Feedback-Agent. Rules, in order: fix parse failures (retry, other parser), then walk the task's
-declared ``search_space`` (one untried value per parameter, rejected values never again), then append a "lessons"
+declared ``search_space`` (parameters in their declared priority order; which untried value of a parameter comes
+first is the seed's choice, so seeds are replicates; rejected values never again), then append a "lessons"
 section built from the most frequent failure feedback. (The joint arm's lever choice lives in chooser.py.)
 """
 
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter
 from typing import Any, Sequence
 
@@ -32,7 +34,7 @@ def tried_settings(history: Sequence[GenerationRecord]) -> set[str]:
 
 def heuristic_patches(task: Any, harness: Harness, trajectories: Sequence[Trajectory],
                       history: Sequence[GenerationRecord], max_actions: int,
-                      success_threshold: float | None = None) -> FeedbackResult:
+                      success_threshold: float | None = None, rng: random.Random | None = None) -> FeedbackResult:
     n = len(trajectories)
     failures = failed(trajectories, success_threshold)
     parse_failures = [t for t in trajectories if t.parse_error]
@@ -57,6 +59,9 @@ def heuristic_patches(task: Any, harness: Harness, trajectories: Sequence[Trajec
                 propose("parser", choice, f"{rate}: try the {choice!r} parser")
                 break
     for param, values in getattr(task, "search_space", {}).items():
+        values = list(values)
+        if rng is not None:
+            rng.shuffle(values)
         for value in values:
             before = len(actions)
             propose(param, value, f"search space: try {param}={value!r} "
