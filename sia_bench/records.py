@@ -22,7 +22,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterator
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field, ValidationError
+
+from sia_bench.config import Budget  # noqa: F401  (re-exported: records and tests import it from here)
 
 SCHEMA_VERSION = "1.0"
 TRACKED_PACKAGES = ("sia-bench", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "scikit-learn",
@@ -35,7 +37,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:  # exact text: no newline translation
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -125,17 +127,8 @@ class Ledger(BaseModel):
         return out
 
 
-class Budget(BaseModel):
-    """Limits of a run; ``None`` means unlimited. Test-split evaluation is never charged."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    generations: int = 4
-    task_rollouts: int | None = None
-    task_tokens: int | None = None
-    wall_seconds: float | None = None
-    patience: int | None = None  # stop after this many generations without an accepted change
-    target: float | None = None  # stop once val reaches this
+class RecordError(ValueError):
+    """A record file that exists but cannot be used; the message names the file."""
 
 
 class Candidate(BaseModel):
@@ -178,19 +171,35 @@ class RunRecord(BaseModel):
     stop_reason: str = ""
     final: dict[str, Any] = Field(default_factory=dict)  # val and test metrics of the best candidate, normalised
     ledger: Ledger = Field(default_factory=Ledger)
+    config: dict[str, Any] | None = None  # the RunConfig the run was started with (resume reads it from here)
+    start_harness: dict[str, Any] = Field(default_factory=dict)  # source, parameter overrides and digest
 
     def save(self, run_dir: Path) -> None:
         atomic_write_json(Path(run_dir) / "run.json", self.model_dump(mode="json"))
 
     @classmethod
     def load(cls, run_dir: Path) -> "RunRecord":
+        """Read ``run.json``; every failure is a RecordError naming the file and what is wrong with it."""
         path = Path(run_dir) / "run.json"
         if not path.exists():
             raise FileNotFoundError(f"{run_dir} is not a run directory (no run.json)")
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as err:
+            raise RecordError(f"{path} is unreadable ({type(err).__name__}: {str(err)[:80]}); the file is truncated "
+                              "or corrupt") from None
+        except OSError as err:
+            raise RecordError(f"{path} cannot be read: {err.strerror or err}") from None
+        if not isinstance(data, dict):
+            raise RecordError(f"{path} does not hold a run record (a JSON object)")
         if str(data.get("schema_version", "0")).split(".")[0] != SCHEMA_VERSION.split(".")[0]:
-            raise ValueError(f"{path}: schema {data.get('schema_version')} is not readable by {SCHEMA_VERSION}")
-        return cls.model_validate(data)
+            raise RecordError(f"{path}: schema {data.get('schema_version')} is not readable by {SCHEMA_VERSION}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            first = err.errors(include_url=False)[0]
+            raise RecordError(f"{path} is not a valid run record: {'.'.join(map(str, first['loc']))}: "
+                              f"{first['msg']}") from None
 
 
 def now() -> str:
