@@ -13,27 +13,16 @@ from typing import Any
 
 from sia_bench.harness import Harness
 from sia_bench.improvers.base import Improver, LoopState, Proposal
-from sia_bench.improvers.trainers import WeightUpdate
+from sia_bench.improvers.trainers import UpdateSettings, WeightUpdate
 from sia_bench.task import OptionError
 
 NO_SIGNAL = "no optimizer step: no sampled group had a reward signal, adapter unchanged"
 
 
 @dataclass
-class WeightSettings:
-    """LoRA + RL settings (see :class:`~sia_bench.improvers.trainers.WeightUpdate` for their meaning)."""
-
-    algo: str = "grpo"
-    steps: int = 2
-    lr: float = 5e-4
-    group_size: int = 4
-    prompts_per_step: int = 4
-    lora_rank: int = 8
-    temperature: float = 1.0
-    reward_threshold: float = 1.0
-    entropic_beta: float = 0.0
-    kl_coef: float = 0.0
-    max_new_tokens: int = 0
+class WeightSettings(UpdateSettings):
+    """LoRA + RL settings: the fields, defaults and bounds of
+    :class:`~sia_bench.improvers.trainers.UpdateSettings` (defined there once), plus running a weight step."""
 
     def __post_init__(self) -> None:
         try:
@@ -43,7 +32,7 @@ class WeightSettings:
 
     def default_update(self, **overrides: Any) -> WeightUpdate:
         """The update these settings describe; ``overrides`` (a Feedback-Agent's choices, None = keep) win."""
-        values = {f.name: getattr(self, f.name) for f in fields(WeightSettings)}
+        values = {f.name: getattr(self, f.name) for f in fields(UpdateSettings)}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return WeightUpdate(**values).validate()
 
@@ -62,8 +51,9 @@ class WeightSettings:
         if not trained:
             action["error"] = NO_SIGNAL
         rewards = ", ".join("nan" if r != r else f"{r:.3f}" for r in report["mean_reward_per_step"])
-        summary = (f"{update.algo}: {report['optimizer_steps']}/{update.steps} optimizer steps from "
-                   f"{report['started_from']} adapter; train reward per step [{rewards}]; "
+        summary = (f"{update.algo}: {report['optimizer_steps']} optimizer steps in {update.steps} rounds from "
+                   f"{report['started_from']} adapter (optimizer {report.get('optimizer', '?')}, global step "
+                   f"{report.get('global_step', '?')}); train reward per round [{rewards}]; "
                    f"{report['skipped_groups']} groups without signal skipped; {report['rollouts']} rollouts, "
                    f"{report['seconds']:.1f} s")
         patched = harness.digest != state.best_harness.digest
@@ -75,7 +65,7 @@ class WeightSettings:
 
 @dataclass
 class WeightsImprover(WeightSettings, Improver):
-    """Weights-only RL on a LoRA adapter (GRPO, RFT or entropic), one update per generation."""
+    """Weights-only RL on a LoRA adapter (GRPO, RFT, entropic or PPO), one update per generation."""
 
     name = "w"
     uses_weights = True

@@ -38,11 +38,11 @@ def test_settings_are_validated_and_labelled():
     assert (imp.algo, imp.steps, imp.lr, imp.label()) == ("entropic", 3, 0.001, "w[entropic]")
     assert imp.update().to_dict()["steps"] == 3
     with pytest.raises(OptionError, match="algo"):
-        WeightsImprover.from_options(algo="ppo")
+        WeightsImprover.from_options(algo="dpo")
     with pytest.raises(OptionError, match="group_size"):
         WeightsImprover.from_options(group_size="1")
     with pytest.raises(OptionError, match="no setting"):
-        WeightsImprover.from_options(epochs="2")
+        WeightsImprover.from_options(num_iterations="2")
 
 
 def test_a_model_without_weights_stops_cleanly(tmp_path):

@@ -1,0 +1,168 @@
+"""Rollouts under the policy the agent actually runs, rewarded by the task's own parse + score.
+
+Free generation samples completions with ``temperature`` (top-p 1, no top-k, so the sampling policy is exactly
+softmax(logits / T)). Under a rank-mode harness (``answer_mode=rank``, a prompt with options) the agent picks the
+option with the best mean token log-probability, so the rollout policy is softmax(score / T) over the options, whose
+greedy limit is the agent's choice; sampling free text there would train a behaviour the agent never uses.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+from sia_bench.harness import Harness
+from sia_bench.task import Instance
+
+if TYPE_CHECKING:
+    import torch
+
+    from sia_bench.improvers.base import LoopState
+    from sia_bench.improvers.trainers.settings import UpdateSettings
+
+
+@dataclass
+class Group:
+    """One prompt's samples: what was sampled, its rewards, and what the trainer derives from them.
+
+    Free generation: ``completions`` are the rows. Rank mode: ``options`` are the rows (the action space) and each
+    sample is ``picks[i]``, an option index; ``completions[i]`` is that option's tokens."""
+
+    instance: Instance
+    prompt_ids: list[int]
+    completions: list[list[int]]
+    texts: list[str]
+    rewards: list[float]
+    weights: list[float] | None = None  # per-sample advantages (grpo/entropic) or keep mask (rft)
+    options: list[list[int]] | None = None
+    picks: list[int] | None = None
+    # From the sampling (old) policy, no grad: "logp" (free: per token (G, L); rank: per option (K,)), "value"
+    # (free: (G, L); rank: scalar), "ref" (the same as logp with the adapter off).
+    old: dict[str, "torch.Tensor"] = field(default_factory=dict)
+    advantages: "torch.Tensor | None" = None  # free: (G, L) per token; rank: (G,) per sample
+    returns: "torch.Tensor | None" = None  # ppo value targets, same shape
+
+    @property
+    def rank(self) -> bool:
+        return self.options is not None
+
+    @property
+    def rows(self) -> list[list[int]]:
+        return self.options if self.options is not None else self.completions
+
+    def tokens(self) -> int:
+        """Tokens a forward of this group touches with a shared prefix (prompt once, then every row)."""
+        return len(self.prompt_ids) + sum(map(len, self.rows))
+
+
+def step_seed(seed: int, round_index: int) -> int:
+    """The seed of one rollout round: a function of the update's seed and the global round, so a continued run
+    draws exactly what an uninterrupted one would."""
+    return (seed * 1_000_003 + round_index * 7_919 + 17) % (2 ** 63)
+
+
+def next_prompts(pool: Sequence[Instance], data_seed: int, cursor: int, n: int) -> tuple[list[Instance], int]:
+    """``n`` prompts from a stream of seeded epoch permutations of ``pool``, starting at ``cursor``."""
+    out = []
+    while len(out) < n:
+        epoch, pos = divmod(cursor, len(pool))
+        order = random.Random(f"{data_seed}:{epoch}").sample(range(len(pool)), len(pool))
+        take = min(n - len(out), len(pool) - pos)
+        out += [pool[i] for i in order[pos:pos + take]]
+        cursor += take
+    return out, cursor
+
+
+def sample_groups(state: "LoopState", harness: Harness, instances: Sequence[Instance], update: "UpdateSettings",
+                  value_head: Any = None) -> list[Group]:
+    """Sample ``group_size`` answers per instance with the adapter on and reward each with the task scorer.
+
+    Rank-mode groups also carry the sampling policy's option log-probs (and, given ``value_head``, the prompt's
+    value), computed by the same pass that sampled them."""
+    prompts = [state.task.render(harness, inst) for inst in instances]
+    rank = harness.params.get("answer_mode") == "rank"
+    ranked = [i for i, p in enumerate(prompts) if rank and p.options]
+    groups: dict[int, Group] = {}
+    if ranked:
+        groups.update(zip(ranked, _sample_options(state, harness, [instances[i] for i in ranked],
+                                                  [prompts[i] for i in ranked], update, value_head)))
+    free = [i for i in range(len(instances)) if i not in groups]
+    if free:
+        groups.update(zip(free, _sample_generations(state, harness, [instances[i] for i in free],
+                                                    [prompts[i] for i in free], update)))
+    return [groups[i] for i in range(len(instances))]
+
+
+def reward_of(state: "LoopState", harness: Harness, inst: Instance, text: str) -> float:
+    """The task's score of ``text`` through the agent's crash-proof parse and score; NaN when unscorable."""
+    value = float(state.agent._score(inst, state.agent._parse(harness, inst, text, None)).value)
+    return value if math.isfinite(value) else float("nan")
+
+
+def _sample_generations(state: "LoopState", harness: Harness, instances: Sequence[Instance], prompts: Sequence[Any],
+                        update: "UpdateSettings") -> list[Group]:
+    import torch
+
+    model = state.agent.model
+    texts = [model.chat_text(p.messages) for p in prompts]
+    enc = model.encode_prompts([t for t in texts for _ in range(update.group_size)])
+    max_new = update.max_new_tokens or harness["max_new_tokens"]
+    eos, pad = model.tokenizer.eos_token_id, model.tokenizer.pad_token_id
+    with torch.no_grad():
+        seqs = model.hf.generate(**enc, max_new_tokens=max_new, do_sample=True, temperature=update.temperature,
+                                 top_p=1.0, top_k=0, pad_token_id=pad, eos_token_id=eos)
+    width = enc["input_ids"].shape[1]
+    groups = []
+    for g, inst in enumerate(instances):
+        rows = range(g * update.group_size, (g + 1) * update.group_size)
+        prompt = enc["input_ids"][rows[0]][enc["attention_mask"][rows[0]].bool()].tolist()
+        comps, outs, rewards = [], [], []
+        for row in rows:
+            ids = seqs[row, width:].tolist()
+            if eos in ids:
+                ids = ids[:ids.index(eos) + 1]  # keep EOS: stopping is part of what is learned
+            text = model.tokenizer.decode(ids, skip_special_tokens=True)
+            comps.append(ids or [eos])
+            outs.append(text)
+            rewards.append(reward_of(state, harness, inst, text))
+        groups.append(Group(inst, prompt, comps, outs, rewards))
+    return groups
+
+
+def option_policy(scores: "torch.Tensor", temperature: float) -> "torch.Tensor":
+    """log pi over options: log_softmax(score / T), score = mean token log-probability (the ranker's own)."""
+    import torch
+
+    return torch.log_softmax(scores / temperature, -1)
+
+
+def _sample_options(state: "LoopState", harness: Harness, instances: Sequence[Instance], prompts: Sequence[Any],
+                    update: "UpdateSettings", value_head: Any) -> list[Group]:
+    """Options as rows (their tokens exactly as the ranker scores them, no EOS), samples drawn from the option
+    policy; the scores come from the shared-prefix pass the gradient step uses, so the sampling policy and the
+    trained one are the same function."""
+    import torch
+
+    from sia_bench.improvers.trainers.forward import SharedPrefix
+
+    model = state.agent.model
+    tok = model.tokenizer
+    groups = []
+    for inst, prompt in zip(instances, prompts):
+        prefix = tok(model.chat_text(prompt.messages), add_special_tokens=False)["input_ids"]
+        options = [tok(o, add_special_tokens=False)["input_ids"] or [tok.eos_token_id] for o in prompt.options]
+        with torch.no_grad():
+            shared = SharedPrefix(model.hf, prefix, model.device, need_hidden=value_head is not None)
+            logp = option_policy(shared.rows(options).mean_logps(), update.temperature)
+            value = value_head(shared.last_hidden).squeeze(-1) if value_head is not None else None
+        picks = torch.multinomial(logp.double().exp(), update.group_size, replacement=True).tolist()
+        texts = [prompt.options[k] for k in picks]
+        group = Group(inst, prefix, [options[k] for k in picks], texts,
+                      [reward_of(state, harness, inst, t) for t in texts], options=options, picks=picks)
+        group.old["logp"] = logp
+        if value is not None:
+            group.old["value"] = value
+        groups.append(group)
+    return groups
