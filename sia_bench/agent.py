@@ -1,17 +1,29 @@
-"""The Task Agent: runs a harness with a model over instances and records one trajectory per instance."""
+"""The Task Agent: runs a harness with a model over instances and records one trajectory per instance.
+
+Every model call is metered (charged to the ledger and purpose of the pass, and refused once the compute budget is
+spent). With a :class:`~sia_bench.memo.ResultMemo`, results already computed under the same key are reused: the
+trajectory says so (``reused``), the ledger counts them under ``reused`` and charges their tokens and FLOPs as if
+computed, at the same points of the pass, so memoisation changes no score and no budget decision.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from sia_bench import metering
 from sia_bench.harness import Harness
+from sia_bench.memo import ResultMemo, code_digest, result_key
 from sia_bench.models.base import Model, SamplingParams
 from sia_bench.records import JsonlWriter, Ledger
 from sia_bench.task import Answer, Instance, Score, Task
 
 RETRY_TEMPLATE = "Your answer could not be used: {error}\nAnswer again, following the required output format exactly."
+_ENGINE_CODE = [Path(__file__).parent / name for name in ("agent.py", "harness.py", "task.py", "models")]
 
 
 @dataclass
@@ -33,84 +45,150 @@ class Trajectory:
     tokens_out: int = 0
     seconds: float = 0.0
     model_error: str | None = None
+    reused: bool = False  # served from the memo: computed earlier under the same key, not by this pass
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+@dataclass
+class _Work:
+    """One instance's state during a pass; ``attempts`` holds (tokens_in, tokens_out) per model call round."""
+
+    prompt: Any = None
+    raw: str = ""
+    error: str | None = None
+    answer: Answer | None = None
+    seconds: float = 0.0
+    attempts: list[list[int]] = field(default_factory=list)
+    ranked: bool = False
+
+
 class Agent:
     """Render -> generate (or rank options) -> parse (-> retry) -> score, batched over instances."""
 
-    def __init__(self, task: Task, model: Model):
-        self.task, self.model = task, model
+    def __init__(self, task: Task, model: Model, memo: ResultMemo | None = None):
+        self.task, self.model, self.memo = task, model, memo
+        self._task_identity: dict[str, Any] | None = None
 
     def run(self, harness: Harness, instances: Sequence[Instance], purpose: str, *, seed: int = 0,
             ledger: Ledger | None = None, writer: JsonlWriter | None = None,
             on_sample: Callable[[Trajectory], None] | None = None) -> list[Trajectory]:
-        start_usage = (self.model.usage.calls, self.model.usage.tokens_in, self.model.usage.tokens_out,
-                       self.model.usage.seconds)
-        prompts = [self.task.render(harness, inst) for inst in instances]
-        rank = harness.params.get("answer_mode") == "rank"
-        params = SamplingParams(max_new_tokens=harness["max_new_tokens"], temperature=harness["temperature"],
-                                seed=seed)
-        raws: list[str] = [""] * len(instances)
-        errors: list[str | None] = [None] * len(instances)
-        per_item = [0.0] * len(instances)
-        tokens = [[0, 0] for _ in instances]
-        ranked = [i for i, p in enumerate(prompts) if rank and p.options]
-        if ranked:
-            t0 = time.perf_counter()
-            scores = self.model.loglikelihood([(prompts[i].messages, prompts[i].options) for i in ranked])
-            for i, opt_scores in zip(ranked, scores):
-                best = max(range(len(opt_scores)), key=opt_scores.__getitem__)
-                raws[i] = prompts[i].options[best]
-                per_item[i] = (time.perf_counter() - t0) / len(ranked)
-        ranked_set = set(ranked)
-        todo = [i for i in range(len(instances)) if i not in ranked_set]
-        todo_set = set(todo)
-        if todo:
-            gens = self.model.generate([prompts[i].messages for i in todo], params)
-            for i, g in zip(todo, gens):
-                raws[i], errors[i], per_item[i] = g.text, g.error, g.seconds
-                tokens[i] = [g.tokens_in, g.tokens_out]
-        answers = [self._parse(harness, inst, raw, err) for inst, raw, err in zip(instances, raws, errors)]
-        retries = [0] * len(instances)
-        for attempt in range(harness["retries"]):
-            again = [i for i, a in enumerate(answers) if not a.ok and i in todo_set and errors[i] is None]
-            if not again:
-                break
-            msgs = [prompts[i].messages + [{"role": "assistant", "content": raws[i]},
-                                           {"role": "user", "content": RETRY_TEMPLATE.format(error=answers[i].error)}]
-                    for i in again]
-            for i, g, m in zip(again, self.model.generate(msgs, params), msgs):
-                raws[i], retries[i] = g.text, retries[i] + 1
-                prompts[i].messages = m
-                per_item[i] += g.seconds
-                tokens[i][0] += g.tokens_in
-                tokens[i][1] += g.tokens_out
-                answers[i] = self._parse(harness, instances[i], g.text, g.error)
-        trajectories = []
-        sandbox_seconds = 0.0
-        for i, (inst, answer) in enumerate(zip(instances, answers)):
-            t0 = time.perf_counter()
-            score = self._score(inst, answer)
-            sandbox_seconds += float(score.details.get("sandbox_seconds", 0.0))
-            traj = Trajectory(inst.id, purpose, prompts[i].messages, raws[i], answer.value, answer.method,
-                              answer.error, score.value, score.feedback, score.details, prompts[i].options,
-                              retries[i], prompts[i].tool_calls, tokens[i][0], tokens[i][1],
-                              per_item[i] + time.perf_counter() - t0, errors[i])
-            trajectories.append(traj)
+        def emit(traj: Trajectory) -> None:
             if writer is not None:
                 writer.write(traj.to_dict())
             if on_sample is not None:
                 on_sample(traj)
+
+        with metering.charging(ledger, purpose):
+            trajectories = self._run(harness, list(instances), purpose, seed, emit)
         if ledger is not None:
-            u = self.model.usage
-            ledger.count_rollouts(purpose, len(instances), u.tokens_in - start_usage[1], u.tokens_out - start_usage[2],
-                                  u.seconds - start_usage[3])
-            ledger.sandbox_seconds += sandbox_seconds
+            ledger.count_rollouts(purpose, len(instances))
+            ledger.sandbox_seconds += sum(float(t.details.get("sandbox_seconds", 0.0)) for t in trajectories
+                                          if not t.reused)
         return trajectories
 
+    # -- one pass ----------------------------------------------------------------------------------------------
+    def _run(self, harness: Harness, instances: list[Instance], purpose: str, seed: int,
+             emit: Callable[[Trajectory], None]) -> list[Trajectory]:
+        rank = harness.params.get("answer_mode") == "rank"
+        params = SamplingParams(max_new_tokens=harness["max_new_tokens"], temperature=harness["temperature"],
+                                seed=seed)
+        keys = self._keys(harness, instances, params, rank) if self.memo is not None else [None] * len(instances)
+        hits = {i: e for i, k in enumerate(keys) if k is not None and (e := self.memo.get(k)) is not None
+                and e["ranked"] == rank}
+        work = {i: _Work() for i in range(len(instances)) if i not in hits}
+        for i, w in work.items():
+            w.prompt = self.task.render(harness, instances[i])
+            w.ranked = rank and bool(w.prompt.options)
+        ranked = [i for i, w in work.items() if w.ranked]
+        if ranked or any(e["ranked"] for e in hits.values()):
+            self._rank_round(ranked, work, hits)
+        todo = [i for i, w in work.items() if not w.ranked]
+        if todo or any(not e["ranked"] for e in hits.values()):
+            self._generate_round(todo, work, hits, params, 0)
+        for i in work:
+            work[i].answer = self._parse(harness, instances[i], work[i].raw, work[i].error)
+        for attempt in range(1, harness["retries"] + 1):
+            again = [i for i in todo if not work[i].answer.ok and work[i].error is None]
+            if not again and not any(len(e["attempts"]) > attempt for e in hits.values()):
+                break
+            for i in again:
+                w = work[i]
+                w.prompt.messages = w.prompt.messages + [
+                    {"role": "assistant", "content": w.raw},
+                    {"role": "user", "content": RETRY_TEMPLATE.format(error=w.answer.error)}]
+            self._generate_round(again, work, hits, params, attempt)
+            for i in again:
+                work[i].answer = self._parse(harness, instances[i], work[i].raw, work[i].error)
+        out = []
+        for i, inst in enumerate(instances):
+            if i in hits:
+                traj = Trajectory(**{**hits[i]["trajectory"], "purpose": purpose, "seconds": 0.0, "reused": True})
+            else:
+                traj = self._finish(inst, purpose, work[i])
+                if keys[i] is not None and (work[i].ranked or not rank):  # rank-mode prompts without options: batched
+                    entry = {k: v for k, v in traj.to_dict().items() if k not in ("purpose", "seconds", "reused")}
+                    self.memo.put(keys[i], {"trajectory": entry, "attempts": work[i].attempts,
+                                            "ranked": work[i].ranked})
+            out.append(traj)
+            emit(traj)
+        return out
+
+    def _rank_round(self, ranked: list[int], work: dict[int, _Work], hits: dict[int, dict]) -> None:
+        metering.admit(self.model)
+        if ranked:
+            rankings = self.model.rank([(work[i].prompt.messages, work[i].prompt.options) for i in ranked])
+            for i, r in zip(ranked, rankings):
+                w = work[i]
+                w.raw = w.prompt.options[max(range(len(r.scores)), key=r.scores.__getitem__)]
+                w.seconds += r.seconds
+                w.attempts.append([r.tokens_in, 0])
+        self._replay([e for e in hits.values() if e["ranked"]], 0)
+
+    def _generate_round(self, todo: list[int], work: dict[int, _Work], hits: dict[int, dict],
+                        params: SamplingParams, attempt: int) -> None:
+        metering.admit(self.model)
+        if todo:
+            for i, g in zip(todo, self.model.generate([work[i].prompt.messages for i in todo], params)):
+                w = work[i]
+                w.raw, w.error = g.text, g.error
+                w.seconds += g.seconds
+                w.attempts.append([g.tokens_in, g.tokens_out])
+        self._replay([e for e in hits.values() if not e["ranked"]], attempt)
+
+    def _replay(self, entries: list[dict], attempt: int) -> None:
+        """Charge memoised results' model round ``attempt`` as if it had run now (tokens and FLOPs; no seconds)."""
+        rounds = [e["attempts"][attempt] for e in entries if len(e["attempts"]) > attempt]
+        if rounds:
+            metering.charge(self.model, sum(r[0] for r in rounds), sum(r[1] for r in rounds), calls=0,
+                            reused=len(rounds) if attempt == 0 else 0)
+
+    def _finish(self, inst: Instance, purpose: str, w: _Work) -> Trajectory:
+        t0 = time.perf_counter()
+        score = self._score(inst, w.answer)
+        return Trajectory(inst.id, purpose, w.prompt.messages, w.raw, w.answer.value, w.answer.method,
+                          w.answer.error, score.value, score.feedback, score.details, w.prompt.options,
+                          max(len(w.attempts) - 1, 0), w.prompt.tool_calls, sum(a[0] for a in w.attempts),
+                          sum(a[1] for a in w.attempts), w.seconds + time.perf_counter() - t0, w.error)
+
+    # -- memo keys ---------------------------------------------------------------------------------------------
+    def _keys(self, harness: Harness, instances: list[Instance], params: SamplingParams, rank: bool) -> list[str]:
+        if self._task_identity is None:
+            module_file = getattr(sys.modules.get(type(self.task).__module__), "__file__", None)
+            folders = _ENGINE_CODE + ([Path(module_file).parent] if module_file else [])
+            self._task_identity = {"task": self.task.name, "version": self.task.version,
+                                   "data": self.task.data_info(), "code": code_digest(folders)}
+        decoding = {"max_new_tokens": params.max_new_tokens, "temperature": params.temperature,
+                    "top_p": params.top_p, "stop": list(params.stop), "retries": harness["retries"],
+                    "seed": params.seed if params.temperature > 0 else None, "rank": rank}
+        context = {**self._task_identity, "harness": harness.digest, "model": self.model.identity(),
+                   "decoding": decoding}
+        # Generation is batched (and sampling draws from one generator), so batch mates are part of the key.
+        batch = None if rank else hashlib.sha256("\n".join(i.id for i in instances).encode()).hexdigest()
+        return [result_key(context, inst, batch) for inst in instances]
+
+    # -- parse and score, crash-proof --------------------------------------------------------------------------
     def _parse(self, harness: Harness, inst: Instance, raw: str, model_error: str | None) -> Answer:
         if model_error:
             return Answer(None, "model_error", f"model call failed: {model_error}")

@@ -44,6 +44,7 @@ class Budget(BaseModel):
     wall_seconds: float | None = Field(None, gt=0, description="wall-clock seconds")
     patience: int | None = Field(None, ge=1, description="stop after this many generations without a kept change")
     target: float | None = Field(None, description="stop once val reaches this")
+    compute_flops: float | None = Field(None, gt=0, description="FLOPs of model calls and training (test excluded)")
 
     @classmethod
     def help(cls) -> str:

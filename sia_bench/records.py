@@ -86,12 +86,24 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 
 class Ledger(BaseModel):
-    """Everything a run spent. Task-model counts are split by purpose (train / val / test)."""
+    """Everything a run spent.
+
+    The per-purpose dicts are written by the meter (:mod:`sia_bench.metering`), which every model call goes through:
+    purposes are ``val`` / ``test`` / ``train`` (agent rollouts), ``train_rollout`` / ``train_step`` (trainers),
+    ``feedback`` / ``meta`` (proposer models). ``flops`` is the compute unit: 2 x parameters x tokens for a forward
+    call, 6 x for a training pass, counted on the tokens the work is defined over (a cached prefix or a memoised
+    result is charged as if computed, so caches never change a budget decision); ``model_seconds`` is measured.
+    ``rollouts`` counts agent instances; the ``train_*`` scalars are the trainers' own budget units.
+    """
 
     rollouts: dict[str, int] = Field(default_factory=dict)
     tokens_in: dict[str, int] = Field(default_factory=dict)
     tokens_out: dict[str, int] = Field(default_factory=dict)
     model_seconds: dict[str, float] = Field(default_factory=dict)
+    calls: dict[str, int] = Field(default_factory=dict)  # metered model calls actually made
+    flops: dict[str, float] = Field(default_factory=dict)
+    flops_unknown: dict[str, int] = Field(default_factory=dict)  # calls to models of unknown size (API models)
+    reused: dict[str, int] = Field(default_factory=dict)  # results served from the memo instead of the model
     feedback_calls: int = 0
     feedback_tokens: int = 0
     train_steps: int = 0
@@ -101,10 +113,21 @@ class Ledger(BaseModel):
     sandbox_seconds: float = 0.0
     wall_seconds: float = 0.0
 
-    def count_rollouts(self, purpose: str, n: int, tokens_in: int, tokens_out: int, seconds: float) -> None:
-        for field_, value in ((self.rollouts, n), (self.tokens_in, tokens_in), (self.tokens_out, tokens_out),
-                              (self.model_seconds, seconds)):
-            field_[purpose] = field_.get(purpose, 0) + value
+    def count_rollouts(self, purpose: str, n: int) -> None:
+        self.rollouts[purpose] = self.rollouts.get(purpose, 0) + n
+
+    def charge(self, purpose: str, *, calls: int = 0, tokens_in: int = 0, tokens_out: int = 0, seconds: float = 0.0,
+               flops: float | None = 0.0, reused: int = 0) -> None:
+        """Add one metered call (or replayed result) under ``purpose``; ``flops=None`` means the size is unknown."""
+        for field_, value in ((self.calls, calls), (self.tokens_in, tokens_in), (self.tokens_out, tokens_out),
+                              (self.model_seconds, seconds), (self.flops, flops or 0.0), (self.reused, reused),
+                              (self.flops_unknown, calls if flops is None else 0)):
+            if value:
+                field_[purpose] = field_.get(purpose, 0) + value
+
+    def total_flops(self, exclude_test: bool = True) -> float:
+        """FLOPs charged to the compute budget: every purpose but the final test pass."""
+        return float(sum(v for k, v in self.flops.items() if not (exclude_test and k == "test")))
 
     def task_rollouts(self, exclude_test: bool = True) -> int:
         """Task-model rollouts charged to the budget: every purpose but the final test pass, plus training samples."""
@@ -117,7 +140,8 @@ class Ledger(BaseModel):
 
     def plus(self, other: "Ledger") -> "Ledger":
         out = self.model_copy(deep=True)
-        for name in ("rollouts", "tokens_in", "tokens_out", "model_seconds"):
+        for name in ("rollouts", "tokens_in", "tokens_out", "model_seconds", "calls", "flops", "flops_unknown",
+                     "reused"):
             mine = getattr(out, name)
             for k, v in getattr(other, name).items():
                 mine[k] = mine.get(k, 0) + v

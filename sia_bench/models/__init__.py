@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sia_bench.models.base import Generation, Messages, Model, ModelError, SamplingParams, Usage
+from sia_bench.models.base import Generation, Messages, Model, ModelError, Ranking, SamplingParams, Usage
 
-__all__ = ["Generation", "Messages", "Model", "ModelError", "SamplingParams", "Usage", "build_model"]
+__all__ = ["Generation", "Messages", "Model", "ModelError", "Ranking", "SamplingParams", "Usage", "build_model"]
 
 
 def build_model(spec: str, **options: Any) -> Model:

