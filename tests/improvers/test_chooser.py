@@ -6,7 +6,8 @@ from sia_bench.records import Candidate, GenerationRecord, Ledger
 
 def gen(index, levers, val, best_before, tokens, accepted=None):
     led = Ledger()
-    led.count_rollouts("val", 1, tokens, 0, 0.0)
+    led.count_rollouts("val", 1)
+    led.charge("val", calls=1, tokens_in=tokens, flops=2.0 * tokens)
     accepted = val > best_before if accepted is None else accepted
     return GenerationRecord(index=index, levers=levers, val={"acc": val}, accepted=accepted,
                             best_so_far=max(val, best_before) if accepted else best_before, ledger=led,
@@ -18,7 +19,7 @@ def test_evidence_is_signed_gain_and_cost_per_lever():
     history = [start, gen(1, ["harness"], 0.6, 0.5, 100), gen(2, ["weights"], 0.4, 0.6, 1000),
                gen(3, ["harness", "weights"], 0.7, 0.6, 1100)]
     ev = collect_evidence(history, "acc")
-    assert ev["harness"].gains == [0.6 - 0.5] and ev["harness"].costs == [100]
+    assert ev["harness"].gains == [0.6 - 0.5] and ev["harness"].costs == [200.0]  # FLOPs when charged
     assert ev["weights"].gains[0] == 0.4 - 0.6  # a worse candidate is negative evidence
     assert ev["both"].n == 1 and abs(ev["both"].gains[0] - 0.1) < 1e-12
     lower = collect_evidence(history, "acc", higher_is_better=False)
