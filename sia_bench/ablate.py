@@ -354,3 +354,6 @@ def add_commands(sub: Any) -> None:
     lb.add_argument("run_dirs", nargs="*", default=["runs"], help="folders searched recursively (default: runs)")
     lb.add_argument("--out", default="leaderboard", help="output folder (default: %(default)s)")
     lb.set_defaults(func=cmd_leaderboard)
+    from sia_bench.results import add_commands as add_results_commands  # `sia-bench results pack`
+
+    add_results_commands(sub)

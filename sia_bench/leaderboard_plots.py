@@ -1,4 +1,4 @@
-"""Leaderboard plots (matplotlib, Agg): val per generation with the lever marked, and score against budget spent.
+"""Leaderboard plots (matplotlib, Agg): val per generation with the lever marked, and best val against compute spent.
 
 PNG bytes are deterministic: no software metadata, fixed fonts, sorted iteration.
 """
@@ -9,10 +9,10 @@ import io
 import math
 from typing import TYPE_CHECKING, Any, Sequence
 
-from sia_bench.leaderboard import _arm_label, _num
+from sia_bench.leaderboard_compute import _num, auc_horizon, compute_curve, compute_unit
 
 if TYPE_CHECKING:
-    from sia_bench.leaderboard import Group
+    from sia_bench.leaderboard import Group, Run
 
 LEVER_MARKERS = {"harness": ("o", "harness"), "weights": ("s", "weights"), "both": ("D", "harness + weights"),
                  "stop": ("X", "stop"), "start": ("*", "start"), "": (".", "no change")}
@@ -52,9 +52,13 @@ def _png(fig: Any) -> bytes:
 def _arm_colours(group: Group) -> dict[str, Any]:
     import matplotlib
 
-    labels = sorted({_arm_label(r) for r in group.runs})
     cmap = matplotlib.colormaps["tab10"]
-    return {label: cmap(i % 10) for i, label in enumerate(labels)}
+    return {arm.name: cmap(i % 10) for i, arm in enumerate(sorted(group.arms, key=lambda a: a.name))}
+
+
+def _runs_by_arm(group: Group) -> list[tuple[str, Run]]:
+    return sorted(((arm.name, run) for arm in group.arms for run in arm.runs),
+                  key=lambda ar: (ar[0], ar[1].record.seed, ar[1].record.run_id, ar[1].where))
 
 
 def plot_curves(group: Group) -> bytes:
@@ -64,10 +68,11 @@ def plot_curves(group: Group) -> bytes:
     fig, ax = _figure()
     m, colours = group.metric, _arm_colours(group)
     used: set[str] = set()
-    for r in sorted(group.runs, key=lambda r: (_arm_label(r), r.seed, r.run_id)):
+    for name, run in _runs_by_arm(group):
+        r = run.record
         xs = [g.index for g in r.generations]
         ys = [g.val.get(m, _num(g.best_so_far)) if g.val else _num(g.best_so_far) for g in r.generations]
-        colour = colours[_arm_label(r)]
+        colour = colours[name]
         ax.plot(xs, ys, color=colour, alpha=0.7, linewidth=1.2)
         for x, y, g in zip(xs, ys, r.generations):
             marker = LEVER_MARKERS[_lever(g)][0]
@@ -85,19 +90,20 @@ def plot_curves(group: Group) -> bytes:
     return _png(fig)
 
 
-def plot_budget(group: Group, rows: Sequence[dict[str, Any]]) -> bytes:
-    """Best val so far against task rollouts spent; baselines as dotted horizontal lines."""
+def plot_compute(group: Group, rows: Sequence[dict[str, Any]]) -> bytes:
+    """Best val so far against cumulative compute (FLOPs, or task tokens where FLOPs are not recorded), a step per
+    generation; the AUC horizon as a dashed line; baselines as dotted horizontal lines."""
     fig, ax = _figure()
     m, colours = group.metric, _arm_colours(group)
+    unit = compute_unit(group)
     for label, colour in colours.items():
         ax.plot([], [], color=colour, label=label)
-    for r in sorted(group.runs, key=lambda r: (_arm_label(r), r.seed, r.run_id)):
-        spent, xs, ys = 0, [], []
-        for g in r.generations:
-            spent += g.ledger.task_rollouts()
-            xs.append(spent)
-            ys.append(_num(g.best_so_far))
-        ax.step(xs, ys, where="post", color=colours[_arm_label(r)], alpha=0.7, marker=".")
+    for name, run in _runs_by_arm(group):
+        xs, ys = compute_curve(run, unit)
+        ax.step(xs, ys, where="post", color=colours[name], alpha=0.7, marker=".")
+    horizon = auc_horizon(group, unit)
+    if math.isfinite(horizon):
+        ax.axvline(horizon, linestyle="--", color="grey", linewidth=0.8)
     for row in rows:
         if row["kind"] == "baseline" and not math.isnan(row["val"]["mean"]):
             ax.axhline(row["val"]["mean"], linestyle=":", color="grey", linewidth=1)
@@ -105,7 +111,7 @@ def plot_budget(group: Group, rows: Sequence[dict[str, Any]]) -> bytes:
                                                                                                    "data"))
     ax.set_xlim(left=0)
     ax.legend(fontsize=7, loc="best")
-    ax.set_xlabel("task rollouts spent (train + val)")
+    ax.set_xlabel(f"{unit.label} spent (test excluded)" + ("" if unit.flops else "; FLOPs not recorded"))
     ax.set_ylabel(f"best val {m} so far")
-    ax.set_title(f"{group.task}: score against budget spent", fontsize=10)
+    ax.set_title(f"{group.task}: score against compute (dashed: AUC horizon)", fontsize=10)
     return _png(fig)

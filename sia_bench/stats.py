@@ -198,7 +198,8 @@ def arm_interval(scores: Sequence[Sequence[float]] | np.ndarray, level: float = 
     if is_binary(x) and (x == x[0]).all():
         iv = wilson_interval(int(x[0].sum()), x.shape[1], level)
         if x.shape[0] > 1:
-            iv = Interval(iv.estimate, iv.lo, iv.hi, f"{iv.method[:-1]}; the {x.shape[0]} seeds agree on every instance)")
+            agree = f"; the {x.shape[0]} seeds agree on every instance)"
+            iv = Interval(iv.estimate, iv.lo, iv.hi, iv.method[:-1] + agree)
         return iv
     return hierarchical_bootstrap(x, level)
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import types
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pytest
 
 from sia_bench.leaderboard import bootstrap_ci, build_leaderboard, collect, group_runs, table_rows
+from sia_bench.leaderboard_compute import compute_auc, compute_unit
+from sia_bench.leaderboard_verdicts import verdicts
 from sia_bench.records import Budget, Candidate, GenerationRecord, Ledger, RunRecord, atomic_write_json
+from sia_bench.stats import paired_comparison
 
 CONTROLS = {"val": {"null": {"accuracy": 0.0}, "perfect": {"accuracy": 1.0}},
             "test": {"null": {"accuracy": 0.0}, "perfect": {"accuracy": 1.0}}}
@@ -20,24 +25,31 @@ CONTROLS = {"val": {"null": {"accuracy": 0.0}, "perfect": {"accuracy": 1.0}},
 def make_run(root: Path, arm: str, seed: int, val: float, test: float, *, task: str = "toy_arithmetic",
              model: str = "tiny-random-llama", budget: Budget | None = None, limit: int | None = 8,
              version: str = "1.0", status: str = "finished", levers: tuple[tuple[str, ...], ...] = (("harness",),
-                                                                                                      ("stop",))):
-    """A real RunRecord, written where the loop would write it, with one generation per lever set."""
+                                                                                                      ("stop",)),
+             scores: Sequence[float] | None = None, ids: Sequence[str] | None = None, args: dict | None = None,
+             flops: float = 0.0, label: str | None = None):
+    """A real RunRecord, written where the loop would write it, with one generation per lever set; with ``scores``
+    also ``final/test.jsonl`` (the test metric is then their mean); ``flops`` per generation when given."""
+    if scores is not None:
+        test = sum(scores) / len(scores)
     gens = [GenerationRecord(index=0, proposer="start", accepted=True, val={"accuracy": val / 2},
                              best_so_far=val / 2, candidate=Candidate(harness_digest="a", harness_dir="gen_000/h"),
-                             ledger=Ledger(rollouts={"val": 8}))]
+                             ledger=Ledger(rollouts={"val": 8}, flops={"val": flops} if flops else {}))]
     for i, lv in enumerate(levers, start=1):
         stop = "stop" in lv
         gens.append(GenerationRecord(index=i, levers=list(lv), accepted=not stop, val={} if stop else {"accuracy": val},
                                      best_so_far=val, ledger=Ledger(rollouts={"train": 4, "val": 0 if stop else 8},
                                                                     train_steps=2 if "weights" in lv else 0,
-                                                                    feedback_calls=1)))
+                                                                    feedback_calls=1,
+                                                                    flops={"val": flops} if flops else {})))
     ledger = Ledger(rollouts={"train": 4 * len(levers), "val": 16, "test": 8}, tokens_in={"val": 100, "test": 50},
-                    tokens_out={"val": 10}, feedback_calls=len(levers), wall_seconds=12.5 + seed)
+                    tokens_out={"val": 10}, feedback_calls=len(levers), wall_seconds=12.5 + seed,
+                    flops={"val": flops * len(gens), "test": 1e9} if flops else {})
     record = RunRecord(
         run_id=f"{arm}-s{seed}", created_at="2026-01-01T00:00:00+00:00", status=status,
         task={"name": task, "version": version, "options": {"max_operand": 20}, "metric": "accuracy",
               "higher_is_better": True, "data": {"options": {"max_operand": 20}}},
-        improver={"name": arm, "label": arm, "args": {}},
+        improver={"name": arm, "label": label or arm, "args": args or {}},
         models={"task": {"name": "tiny", "model": model, "backend": "hf", "device": "cpu", "adapter": None},
                 "feedback": None},
         seed=seed, limit=limit, budget=budget or Budget(generations=2, task_rollouts=100),
@@ -46,8 +58,16 @@ def make_run(root: Path, arm: str, seed: int, val: float, test: float, *, task: 
         final={} if status != "finished" else {"best_generation": 1, "val": {"accuracy": val},
                                                "test": {"accuracy": test}, "val_normalised": val,
                                                "test_normalised": test})
-    run_dir = root / f"{task}-{version}-{model}-{arm}-s{seed}-{limit}-g{record.budget.generations}"
+    run_dir = root / f"{task}-{version}-{model}-{label or arm}-s{seed}-{limit}-g{record.budget.generations}"
+    if args:
+        run_dir = run_dir.with_name(run_dir.name + "-" + "-".join(f"{k}{v}" for k, v in sorted(args.items())))
     record.save(run_dir)
+    if scores is not None:
+        ids = list(ids or (f"case-{i:03d}" for i in range(len(scores))))
+        (run_dir / "final").mkdir(parents=True, exist_ok=True)
+        (run_dir / "final" / "test.jsonl").write_text("".join(
+            json.dumps({"instance_id": i, "score": v, "purpose": "test", "answer": "x", "feedback": "f",
+                        "details": {}, "tokens_in": 3}) + "\n" for i, v in zip(ids, scores)))
     return run_dir
 
 
@@ -112,14 +132,19 @@ def test_baselines_join_matching_tables_only(tmp_path):
 
 def test_anchor_rows_are_marked_reported(tmp_path, monkeypatch):
     module = types.ModuleType("baselines.anchored_task")
-    module.ANCHORS = [{"metric": "accuracy", "value": 0.83, "split": "test", "source": "SIA paper, table 2",
-                       "model": "Qwen3-8B", "hardware": "8x H100"}]
+    module.ANCHORS = [{"metric": "accuracy", "value": 0.83, "split": "test", "source": "SIA (arXiv 2605.27276)",
+                       "table": "Table 2", "model": "Qwen3-8B", "hardware": "8x H100"},
+                      {"metric": "accuracy", "value": 0.5, "split": "test", "name": "quoted",
+                       "source": "figures as quoted in ../shared/data/README.md"}]
     monkeypatch.setitem(sys.modules, "baselines.anchored_task", module)
     make_run(tmp_path, "none", 0, 0.5, 0.5, task="anchored_task")
     report = build_leaderboard([tmp_path], tmp_path / "out")
     text = (tmp_path / "out" / "anchored_task.md").read_text()
     line = next(line for line in text.splitlines() if line.startswith("| reported"))
     assert "0.8300" in line and "REPORTED, not run here" in line and "Qwen3-8B" in line and "8x H100" in line
+    assert "source SIA (arXiv 2605.27276), Table 2" in line
+    quoted = next(line for line in text.splitlines() if line.startswith("| reported | quoted"))
+    assert "(table not given) (a file path is not a citation)" in quoted
     assert any(p.name == "index.html" for p in report.files)
 
 
@@ -145,7 +170,7 @@ def test_regeneration_is_byte_identical(tmp_path):
     names = sorted(p.name for p in first.files)
     assert names == sorted(p.name for p in second.files)
     assert {"toy_arithmetic.md", "toy_arithmetic.csv", "toy_arithmetic-runs.csv", "index.html", "README.md",
-            "toy_arithmetic-0-curves.png", "toy_arithmetic-1-budget.png"} <= set(names)
+            "toy_arithmetic-0-curves.png", "toy_arithmetic-1-compute.png"} <= set(names)
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     png = (tmp_path / "a" / "toy_arithmetic-0-curves.png").read_bytes()
@@ -169,3 +194,103 @@ def test_a_checksummed_model_is_one_model_whatever_parameter_count_a_record_hold
     tasks, _ = group_runs(collect([tmp_path]).runs)
     groups = tasks["toy_arithmetic"]
     assert sorted(len(g.runs) for g in groups) == [1, 2]  # same checksum together; another checksum apart
+
+
+# -- instance-level statistics, verdicts, settings, compute ------------------------------------------------------------
+def _scores(hits: int, n: int = 40, offset: int = 0) -> list[float]:
+    return [1.0 if (i + offset) % n < hits else 0.0 for i in range(n)]
+
+
+def _rows(root: Path) -> dict[str, dict]:
+    tasks, _ = group_runs(collect([root]).runs)
+    return {r["name"]: r for r in table_rows(tasks["toy_arithmetic"][0]) if r["kind"] == "arm"}
+
+
+def test_arm_rows_carry_instance_level_intervals(tmp_path):
+    make_run(tmp_path, "h", 0, 0.5, 0.0, scores=_scores(15, 40))  # one run: Wilson
+    for seed in range(3):
+        make_run(tmp_path, "none", seed, 0.5, 0.0, scores=_scores(6, 40))  # deterministic: seeds agree
+        make_run(tmp_path, "w", seed, 0.5, 0.0, scores=_scores(10 + seed, 40, offset=seed))  # seeds differ
+        make_run(tmp_path, "wh", seed, 0.5, 0.3 + seed / 10)  # no per-sample file
+    rows = _rows(tmp_path)
+    assert rows["h"]["test_method"] == "Wilson (15/40)" and rows["h"]["instances"] == 40
+    assert rows["none"]["test_method"] == "Wilson (6/40; the 3 seeds agree on every instance)"
+    assert rows["none"]["test"]["lo"] == pytest.approx(0.0706, abs=1e-4)  # Wilson 6/40, not a zero-width interval
+    assert rows["w"]["test_method"] == "bootstrap over 3 seeds x 40 instances"
+    assert rows["w"]["test"]["mean"] == pytest.approx(33 / 120)
+    assert rows["wh"]["test_method"].startswith("seed means only (") and "no per-sample file" in rows["wh"][
+        "test_method"]
+    assert rows["wh"]["test"]["mean"] == pytest.approx(0.4)
+
+
+def test_a_metric_that_is_not_a_per_instance_mean_falls_back_and_says_so(tmp_path):
+    run_dir = make_run(tmp_path, "h", 0, 0.5, 0.0, scores=_scores(10, 40))
+    record = RunRecord.load(run_dir)
+    record.final["test"]["accuracy"] = 0.9  # e.g. a macro-F1 or geometric-mean metric
+    record.save(run_dir)
+    assert _rows(tmp_path)["h"]["test_method"] == "seed means only (accuracy is not the mean of the per-sample scores)"
+
+
+def test_verdict_table_opens_the_page_and_matches_the_statistics(tmp_path):
+    arms = {"none": 4, "h": 14, "w": 8, "wh": 16, "tool-only": 18, "random-search": 12}
+    for arm, hits in arms.items():
+        for seed in range(2):
+            make_run(tmp_path / "runs", arm, seed, 0.5, 0.0, scores=_scores(hits + seed, 40))
+    build_leaderboard([tmp_path / "runs"], tmp_path / "out")
+    md = (tmp_path / "out" / "toy_arithmetic.md").read_text()
+    assert md.index("### Verdicts") < md.index("### Arms") < md.index("| arm | none")
+    tasks, _ = group_runs(collect([tmp_path / "runs"]).runs)
+    v = verdicts(tasks["toy_arithmetic"][0])
+    assert [r["comparison"] for r in v.rows] == ["wh − h", "wh − w", "h − none", "w − none", "h − tool-only",
+                                                 "h − random-search", "wh − tool-only", "wh − random-search"]
+    wh_h = v.rows[0]
+    direct = paired_comparison([_scores(16, 40), _scores(17, 40)], [_scores(14, 40), _scores(15, 40)])
+    assert (wh_h["difference"], wh_h["lo"], wh_h["hi"], wh_h["p"]) == (direct.difference, direct.lo, direct.hi,
+                                                                       direct.p_value)
+    raw = sorted(r["p"] for r in v.rows)
+    assert min(r["p_holm"] for r in v.rows) == pytest.approx(min(1.0, raw[0] * len(raw)))
+    h_none = v.rows[2]
+    assert h_none["significant"] and h_none["verdict"] == "h better" and h_none["lo"] > 0
+    line = next(line for line in md.splitlines() if line.startswith("| h − none |"))
+    assert "yes: h better" in line and "40 x (2 vs 2)" in line
+    assert "Significant after Holm" in md and "Not significant:" in md and "Minimum detectable difference" in md
+    assert (tmp_path / "out" / "toy_arithmetic-verdicts.csv").read_text().count("\n") == 1 + len(v.rows)
+
+
+def test_comparisons_need_the_same_test_instances(tmp_path):
+    make_run(tmp_path, "h", 0, 0.5, 0.0, scores=_scores(10, 40))
+    make_run(tmp_path, "none", 0, 0.5, 0.0, scores=_scores(5, 40), ids=[f"other-{i}" for i in range(40)])
+    tasks, _ = group_runs(collect([tmp_path]).runs)
+    v = verdicts(tasks["toy_arithmetic"][0])
+    assert not v.rows and v.refused == ["h vs none: different test instances (40 vs 40, 0 shared); a paired "
+                                        "comparison needs the same ones"]
+
+
+def test_runs_pool_only_when_their_resolved_settings_match(tmp_path):
+    for seed in range(2):
+        make_run(tmp_path, "h", seed, 0.5, 0.0, scores=_scores(10, 40), args={"minibatch": 8})
+    make_run(tmp_path, "h", 0, 0.5, 0.0, scores=_scores(20, 40), args={"minibatch": 4})
+    rows = _rows(tmp_path)
+    assert len(rows) == 2 and all(name.startswith("h · settings ") for name in rows)
+    by_seeds = sorted((r["n"], r["settings"]) for r in rows.values())
+    assert by_seeds[0][0] == 1 and by_seeds[1][0] == 2 and by_seeds[0][1] != by_seeds[1][1]
+    assert all(name.endswith(r["settings"]) for name, r in rows.items())
+
+
+def test_compute_uses_flops_when_recorded_and_the_auc_matches_a_hand_count(tmp_path):
+    f = 1e12
+    make_run(tmp_path, "h", 0, 0.6, 0.0, flops=f)  # generations at F, 2F, 3F: best val 0.3, 0.6, 0.6
+    make_run(tmp_path, "w", 0, 0.6, 0.0, flops=2 * f)  # at 2F, 4F, 6F
+    tasks, _ = group_runs(collect([tmp_path]).runs)
+    group = tasks["toy_arithmetic"][0]
+    unit = compute_unit(group)
+    assert unit.flops and unit.label == "FLOPs"
+    h, w = sorted(group.runs, key=lambda r: r.label)
+    # horizon 6F (the most any run spent): h = (0 x F + 0.3 x F + 0.6 x 4F) / 6F; w = (0 + 0.3 x 2F + 0.6 x 2F) / 6F
+    assert compute_auc(h, unit, 6 * f) == pytest.approx(2.7 / 6)
+    assert compute_auc(w, unit, 6 * f) == pytest.approx(1.8 / 6)
+    rows = {r["name"]: r for r in table_rows(group) if r["kind"] == "arm"}
+    assert rows["h"]["compute"] == 3 * f and rows["h"]["auc"] == pytest.approx(0.45)  # test FLOPs are excluded
+    build_leaderboard([tmp_path], tmp_path / "out")
+    md = (tmp_path / "out" / "toy_arithmetic.md").read_text()
+    assert "compute (FLOPs)" in md and "divided by the most compute any run here spent (6e+12 FLOPs)" in md
