@@ -4,7 +4,9 @@ Inside: a fresh root holding only read-only system libraries (``/usr``), the Pyt
 environment's ``site-packages`` (nothing else of the project: no sources, data, caches, runs), a private tmpfs
 ``/work`` with the program's inputs, a private ``/tmp``, a new ``/proc`` (own PID namespace: the harness and its
 environment are invisible), a minimal ``/dev``, no network (own network namespace, loopback only), no new user
-namespaces, an empty environment plus a few named variables, and death with the parent. Every capability is dropped.
+namespaces, an empty environment plus a few named variables, and death with the parent. Every capability is dropped
+(``--cap-drop ALL``: without it a root caller's sandbox keeps a full set inside its user namespace). Files a task
+names as hidden (e.g. a dataset shipped inside a mounted package) are masked (unreadable file, empty folder).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class Limits:
     file_size_mb: int = 1024  # largest file it may write (its tmpfs is capped by memory too)
     tmpfs_mb: int = 2048
     result_mb: float = 64.0  # largest single result message
+    results_total_mb: float | None = None  # all result bytes kept at once (None: 2 x result_mb + 1 for run(),
+    # 64 x result_mb of not yet received messages for a Session)
     cpus: tuple[int, ...] | None = None  # pin to these cores (cpuset where available, else affinity)
 
 
@@ -81,7 +85,7 @@ def check_mode(mode: str) -> str | None:
 
 def _namespaces() -> list[str]:
     return ["--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
-            "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--new-session"]
+            "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
 
 
 def _system_links() -> list[str]:
@@ -101,6 +105,28 @@ class Mounts:
     files: dict[str, int] = field(default_factory=dict)  # name in /work -> readable fd holding its content
     readonly: list[tuple[str, str]] = field(default_factory=list)  # (host path, inside path)
     data_fds: dict[str, int] = field(default_factory=dict)  # inside path -> fd with read-only content (/etc files)
+    hidden: list[str] = field(default_factory=list)  # host paths masked wherever a mounted folder would show them
+
+
+def visible_roots(mounts: Mounts) -> list[str]:
+    """Host folders a sandboxed program can see (read-only) at the same path."""
+    py = python_paths()
+    roots = ["/usr", *(d for d in SYSTEM_DIRS[1:] if os.path.isdir(d) and not os.path.islink(d)), *ETC_FILES,
+             *py["base"], *py["site"], *(host for host, inside in mounts.readonly if host == inside)]
+    return [os.path.realpath(r) for r in roots]
+
+
+def _hide_args(mounts: Mounts) -> list[str]:
+    """Mask each hidden path that falls inside a visible folder: ``/dev/null`` over a file (on a ``nodev`` bind,
+    so opening it fails with EACCES), a read-only empty tmpfs over a folder. Paths outside every mount are invisible
+    already."""
+    args: list[str] = []
+    roots = visible_roots(mounts)
+    for path in dict.fromkeys(os.path.realpath(p) for p in mounts.hidden):
+        if not any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots) or not os.path.exists(path):
+            continue
+        args += ["--tmpfs", path, "--remount-ro", path] if os.path.isdir(path) else ["--ro-bind", "/dev/null", path]
+    return args
 
 
 def bwrap_args(mounts: Mounts, limits: Limits, env: dict[str, str], gpu: bool = False) -> list[str]:
@@ -116,6 +142,7 @@ def bwrap_args(mounts: Mounts, limits: Limits, env: dict[str, str], gpu: bool = 
     args += ["--ro-bind", str(KIT), INSIDE_KIT]
     for host, inside in mounts.readonly:
         args += ["--ro-bind", host, inside]
+    args += _hide_args(mounts)
     args += ["--proc", "/proc", "--dev", "/dev", "--size", str(256 << 20), "--tmpfs", "/tmp",
              "--size", str(limits.tmpfs_mb << 20), "--tmpfs", INSIDE_WORK]
     for name, fd in mounts.files.items():

@@ -31,6 +31,7 @@ class ChannelError(ValueError):
 class Message:
     header: dict[str, Any]
     arrays: list[np.ndarray] = field(default_factory=list)
+    nbytes: int = 0  # its size on the wire
 
     @property
     def kind(self) -> str:
@@ -63,7 +64,10 @@ def _blob_spec(spec: Any) -> tuple[np.dtype, tuple[int, ...], int]:
 
 
 class Framer:
-    """Incremental parser; ``feed`` returns complete messages and raises ChannelError on any violation."""
+    """Incremental parser; ``feed`` returns complete messages and raises ChannelError on any violation.
+
+    ``max_total_bytes`` caps the bytes held at once: everything fed minus what the owner has ``release``d (a
+    session releases a message when it is received; a one-shot run keeps every message, so it never releases)."""
 
     def __init__(self, max_message_bytes: int, max_total_bytes: int):
         self.max_message, self.max_total = max_message_bytes, max_total_bytes
@@ -72,11 +76,16 @@ class Framer:
         self._header: dict[str, Any] | None = None
         self._specs: list[tuple[np.dtype, tuple[int, ...], int]] = []
         self._need = 0
+        self._header_bytes = 0
+
+    def release(self, message: Message) -> None:
+        """The owner no longer holds ``message``: its bytes stop counting against the cap."""
+        self.total -= message.nbytes
 
     def feed(self, data: bytes) -> list[Message]:
         self.total += len(data)
         if self.total > self.max_total:
-            raise ChannelError(f"the program sent more than {self.max_total / 2**20:.0f} MiB of results")
+            raise ChannelError(f"the program sent more than {self.max_total / 2**20:.1f} MiB of results")
         self.buffer += data
         out = []
         while True:
@@ -91,6 +100,7 @@ class Framer:
                 if len(self.buffer) < HEADER.size + length:
                     break
                 raw = bytes(self.buffer[HEADER.size:HEADER.size + length])
+                self._header_bytes = length
                 del self.buffer[:HEADER.size + length]
                 try:
                     header = json.loads(raw.decode("utf-8"))
@@ -114,6 +124,6 @@ class Framer:
                 arrays.append(np.frombuffer(bytes(self.buffer[offset:offset + nbytes]), dtype=dtype).reshape(shape))
                 offset += nbytes
             del self.buffer[:offset]
-            out.append(Message(self._header, arrays))
+            out.append(Message(self._header, arrays, HEADER.size + self._header_bytes + offset))
             self._header, self._specs, self._need = None, [], 0
         return out

@@ -23,8 +23,10 @@ from sia_bench.sandbox import cgroups
 from sia_bench.sandbox.boundary import (INSIDE_KIT, INSIDE_WORK, GROUP, PASSWD, Limits, Mounts, SandboxUnavailable,
                                         bwrap_args, check_mode, child_env, join_args, python_paths, rlimit_args)
 from sia_bench.sandbox.channel import ChannelError, Framer, Message, encode
+from sia_bench.sandbox.untrusted import quote
 
 TAIL_BYTES = 8192
+MAX_MESSAGES = 4096  # per one-shot run
 _MODE_CHECKED: dict[str, str | None] = {}
 
 
@@ -76,7 +78,11 @@ class Session:
 
     def __init__(self, argv: list[str], *, files: dict[str, bytes] | None = None, limits: Limits = Limits(),
                  mode: str = "bwrap", readonly: list[tuple[str, str]] | None = None, env: dict[str, str] | None = None,
-                 shared_fds: list[int] | None = None, gpu: bool = False):
+                 shared_fds: list[int] | None = None, gpu: bool = False, hidden: list[str] | None = None,
+                 keep_all: bool = False):
+        """``hidden``: host paths the program must not see even inside a mounted folder (e.g. a dataset shipped
+        in site-packages). ``keep_all``: the caller keeps every message (a one-shot run), so the cap on held
+        result bytes counts everything ever sent instead of what is not yet received."""
         require_mode(mode)
         self.limits, self.mode = limits, mode
         self.started = time.monotonic()
@@ -84,7 +90,11 @@ class Session:
         self.stdout, self.stderr = Tail(), Tail()
         self.returncode: int | None = None
         self.stats: dict[str, Any] = {"mode": mode}
-        self._framer = Framer(int(limits.result_mb * 2**20), int(limits.result_mb * 2**20) * 64)
+        self._keep_all = keep_all
+        per_message = int(limits.result_mb * 2**20)
+        total = limits.results_total_mb
+        held = int(total * 2**20) if total is not None else (2 * per_message + 2**20 if keep_all else 64 * per_message)
+        self._framer = Framer(per_message, held)
         self._inbox: list[Message] = []
         self._closed = False
         self.cgroup = cgroups.create(limits.memory_mb, limits.max_procs, list(limits.cpus) if limits.cpus else None)
@@ -105,11 +115,11 @@ class Session:
                     inputs[name] = _memfd(name, data)
                 etc = {"/etc/passwd": _memfd("passwd", PASSWD.encode()), "/etc/group": _memfd("group", GROUP.encode())}
                 owned += list(etc.values())
-                mounts = Mounts(files=inputs, readonly=list(readonly or []), data_fds=etc)
+                mounts = Mounts(files=inputs, readonly=list(readonly or []), data_fds=etc, hidden=list(hidden or []))
                 cmd = bwrap_args(mounts, limits, env_vars, gpu=gpu) + ["--", *argv]
                 cwd = "/"
             else:
-                cwd, cmd = self._weak_layout(files or {}, readonly or [], env_vars), argv
+                cwd, cmd = self._weak_layout(files or {}, readonly or [], env_vars, hidden or []), argv
             procs = self.cgroup.procs_files if self.cgroup else []
             mem_fenced = bool(self.cgroup and limits.memory_mb)
             full = join_args(procs) + rlimit_args(limits, mem_fenced or gpu, bool(self.cgroup)) + cmd
@@ -145,7 +155,8 @@ class Session:
 
         return str(KIT)
 
-    def _weak_layout(self, files: dict[str, bytes], readonly: list[tuple[str, str]], env: dict[str, str]) -> str:
+    def _weak_layout(self, files: dict[str, bytes], readonly: list[tuple[str, str]], env: dict[str, str],
+                     hidden: list[str]) -> str:
         import json
         import tempfile
 
@@ -157,6 +168,7 @@ class Session:
                 fh.write(data)
         env["HOME"] = env["TMPDIR"] = self._tmpdir
         env["SIA_TRIPWIRE"] = json.dumps([self._tmpdir, *(host for host, _ in readonly)])
+        env["SIA_TRIPWIRE_DENY"] = json.dumps([os.path.realpath(p) for p in hidden])
         env["SIA_WORK"] = self._tmpdir
         return self._tmpdir
 
@@ -207,7 +219,10 @@ class Session:
                 self._drain(0.2)
                 if not self._inbox:
                     raise SandboxError("exited", self.describe_exit())
-        return self._inbox.pop(0)
+        message = self._inbox.pop(0)
+        if not self._keep_all:
+            self._framer.release(message)
+        return message
 
     def send(self, header: dict[str, Any], arrays: list[np.ndarray] | tuple = (), timeout: float = 10.0) -> None:
         data = memoryview(encode(header, arrays))
@@ -281,7 +296,7 @@ class Session:
             return "memory limit exceeded (MemoryError)"
         if code == 97:
             return "the sandbox could not join its cgroup"
-        return f"exited with status {code}: {last[-1][:300] if last else 'no error output'}"
+        return f"exited with status {code}" + (f"; last stderr line: {quote(last[-1], 300)}" if last else "")
 
     def close(self) -> dict[str, Any]:
         """Kill what is left, free the cgroup and the pipes; returns the resource statistics."""
@@ -343,14 +358,17 @@ class SandboxResult:
 
 def run(argv: list[str], *, files: dict[str, bytes] | None = None, limits: Limits = Limits(), mode: str = "bwrap",
         readonly: list[tuple[str, str]] | None = None, env: dict[str, str] | None = None, expect: str = "result",
-        gpu: bool = False) -> SandboxResult:
-    """Run a program to its end (or its wall-time limit); collect the messages it sent. Never raises for anything
-    the program does; raises :class:`SandboxUnavailable` when the boundary cannot start."""
+        gpu: bool = False, hidden: list[str] | None = None) -> SandboxResult:
+    """Run a program to its end (or its wall-time limit); collect the messages it sent (at most
+    ``MAX_MESSAGES``, and at most ``limits.results_total_mb`` in all). Never raises for anything the program does;
+    raises :class:`SandboxUnavailable` when the boundary cannot start. ``stdout``/``stderr`` of the result are
+    raw program text: quote them (:mod:`~sia_bench.sandbox.untrusted`) before showing them to a model."""
     start = time.monotonic()
     messages: list[Message] = []
     error = kind = None
     try:
-        session = Session(argv, files=files, limits=limits, mode=mode, readonly=readonly, env=env, gpu=gpu)
+        session = Session(argv, files=files, limits=limits, mode=mode, readonly=readonly, env=env, gpu=gpu,
+                          hidden=hidden, keep_all=True)
     except SandboxUnavailable:
         raise
     except OSError as err:
@@ -359,6 +377,9 @@ def run(argv: list[str], *, files: dict[str, bytes] | None = None, limits: Limit
         try:
             while True:
                 messages.append(session.recv())
+                if len(messages) > MAX_MESSAGES:
+                    session.kill()
+                    raise SandboxError("result_too_large", f"the program sent more than {MAX_MESSAGES} messages")
         except SandboxError as err:
             if err.kind != "exited":
                 error, kind = str(err), err.kind

@@ -17,12 +17,16 @@ sys.path += [p for p in json.loads(os.environ.get("SIA_SITE", "[]")) if p not in
 sys.argv = sys.argv[1:]
 
 _allowed = json.loads(os.environ.pop("SIA_TRIPWIRE", "null") or "null")
+_denied = json.loads(os.environ.pop("SIA_TRIPWIRE_DENY", "[]") or "[]")
 if _allowed is not None:
     _roots = [os.path.realpath(p) for p in _allowed + sys.path if p]
 
+    def _under(real, roots):
+        return any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots)
+
     def _inside(path):
         real = os.path.realpath(path)
-        return any(real == r or real.startswith(r.rstrip("/") + "/") for r in _roots) or real.startswith("/dev/")
+        return (_under(real, _roots) or real.startswith("/dev/")) and not _under(real, _denied)
 
     def _hook(event, args):
         if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
