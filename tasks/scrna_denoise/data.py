@@ -106,15 +106,15 @@ def subsample_cells(data: CountData, max_cells: int | None, seed: int) -> CountD
 
 
 # -- molecular cross-validation ------------------------------------------------------------------------------------
-def mcv_split(counts: sp.csr_matrix, seed: int,
+def mcv_split(counts: sp.csr_matrix, seed: int | np.random.Generator,
               train_fraction: float = 0.9) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray]:
     """``train = Binomial(X, p)``, ``test = X - train``; genes without training counts are dropped.
 
     The same distribution as ``molecular_cross_validation.util.split_molecules(X, 0.9, 0.0, ...)`` used by
-    OpenProblems, drawn only on the non-zero entries with a PCG64 generator (fast; not the same random stream).
-    Returns (train, test, kept_gene_mask).
+    OpenProblems, drawn only on the non-zero entries with a PCG64 generator (fast; not the same random stream);
+    ``seed`` is an integer or a generator. Returns (train, test, kept_gene_mask).
     """
-    x = counts.tocsr()
+    x = counts.tocsr().copy()
     x.sort_indices()
     drawn = np.random.default_rng(seed).binomial(x.data, train_fraction)
     n_cells, n_genes = x.shape
@@ -130,9 +130,35 @@ def mcv_split(counts: sp.csr_matrix, seed: int,
 
 
 # -- sources -------------------------------------------------------------------------------------------------------
-def _read_anndata(path: Path):
+def genomes_10x(path: Path) -> list[str]:
+    """The genomes a 10x ``.h5`` file holds: groups of a legacy (v2) file, ``features/genome`` of a v3 file."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if "matrix" not in f:
+            return sorted(f.keys())
+        features = f["matrix"].get("features")
+        if features is None or "genome" not in features:
+            return []
+        return sorted({g.decode() if isinstance(g, bytes) else str(g) for g in features["genome"][()]})
+
+
+def _read_10x_h5(path: Path, genome: str | None):
+    import scanpy
+
+    genomes = genomes_10x(path)
+    if genome and genome not in genomes:
+        raise TaskError(f"-T genome={genome}: {path.name} holds the genomes {', '.join(genomes) or '(none named)'}")
+    if not genome and len(genomes) > 1:
+        raise TaskError(f"{path.name} holds several genomes ({', '.join(genomes)}); choose one with -T genome=NAME")
+    return scanpy.read_10x_h5(path, genome=genome)
+
+
+def _read_anndata(path: Path, genome: str | None = None):
     import anndata
 
+    if genome and path.suffix != ".h5":
+        raise TaskError(f"-T genome= applies to 10x .h5 files only, not {path.name}")
     if path.suffix == ".zarr" or (path.is_dir() and (path / ".zgroup").exists()):
         return anndata.read_zarr(path)
     if path.suffix == ".h5ad":
@@ -140,7 +166,7 @@ def _read_anndata(path: Path):
     import scanpy
 
     if path.suffix == ".h5":
-        return scanpy.read_10x_h5(path)
+        return _read_10x_h5(path, genome)
     if path.is_dir():
         return scanpy.read_10x_mtx(path)
     if path.suffix == ".mtx" or path.name.endswith(".mtx.gz"):
@@ -148,13 +174,13 @@ def _read_anndata(path: Path):
     raise TaskError(f"{path}: unknown format; use .h5ad, .zarr, a 10x .h5 file or a 10x matrix-market directory")
 
 
-def load_user(path: str | Path, layer: str | None = None) -> CountData:
-    """Counts from a user file: ``X``, ``raw`` (``-T layer=raw``) or a named layer."""
+def load_user(path: str | Path, layer: str | None = None, genome: str | None = None) -> CountData:
+    """Counts from a user file: ``X``, ``raw`` (``-T layer=raw``) or a named layer; ``genome`` for 10x .h5."""
     path = Path(path).expanduser()
     if not path.exists():
         raise TaskError(f"-T path={path}: no such file or directory")
     try:
-        adata = _read_anndata(path)
+        adata = _read_anndata(path, genome)
     except TaskError:
         raise
     except Exception as err:  # corrupt or truncated files: say which file and why
@@ -173,7 +199,7 @@ def load_user(path: str | Path, layer: str | None = None) -> CountData:
     if x is None:
         raise TaskError(f"{path}: the matrix {layer or 'X'} is empty")
     counts = to_counts(x, what=f"{path.name} [{layer or 'X'}]")
-    return CountData(counts, genes, f"{path}[{layer or 'X'}]")
+    return CountData(counts, genes, f"{path}[{layer or 'X'}]" + (f" genome {genome}" if genome else ""))
 
 
 def pbmc68k_path() -> Path:
@@ -259,15 +285,34 @@ def mouse10k_path(fetch: Callable[[Path], Path] | None = None) -> Path:
     return (fetch or fetch_mouse10k)(cache_dir())
 
 
+def counts_sha256(counts: sp.csr_matrix) -> str:
+    """The mouse10k checksum convention: sha256 of the dense matrix as C-ordered little-endian float32."""
+    return hashlib.sha256(np.ascontiguousarray(counts.toarray(), dtype="<f4").tobytes()).hexdigest()
+
+
 def load_mouse10k(fetch: Callable[[Path], Path] | None = None) -> CountData:
+    """mouse10k, verified against its recorded checksum on every load; a cached copy that differs is fetched anew,
+    a shared copy that differs is an error (it is read-only here)."""
     path = mouse10k_path(fetch)
     data = load_user(path)
+    if counts_sha256(data.counts) != MOUSE10K_SHA256:
+        if path.parent != cache_dir() / "scrna_denoise":
+            raise TaskError(f"mouse10k at {path} does not match its checksum ({MOUSE10K_SHA256[:16]}...); "
+                            "restore it, or remove it to use a verified download")
+        shutil.rmtree(path, ignore_errors=True)
+        path = (fetch or fetch_mouse10k)(cache_dir())
+        data = load_user(path)
+        if counts_sha256(data.counts) != MOUSE10K_SHA256:
+            raise TaskError(f"mouse10k fetched again into {path} still does not match its checksum")
     return CountData(data.counts, data.genes, f"scanpy sdist tests/_data/{MOUSE10K_NAME} ({path})")
 
 
-def load_dataset(dataset: str, path: str | None = None, layer: str | None = None) -> CountData:
+def load_dataset(dataset: str, path: str | None = None, layer: str | None = None,
+                 genome: str | None = None) -> CountData:
     if path:
-        return load_user(path, layer)
+        return load_user(path, layer, genome)
+    if genome:
+        raise TaskError("-T genome= applies to a user's 10x .h5 file (-T path=...), not a built-in dataset")
     if dataset == "pbmc68k":
         return load_pbmc68k()
     if dataset == "mouse10k":

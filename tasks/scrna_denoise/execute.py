@@ -71,13 +71,16 @@ def _params_used(claimed: Any, given: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_program(program: str, train: sp.csr_matrix, params: dict[str, Any] | None = None, *,
-                timeout_s: float = 120.0, memory_mb: int = 4096, mode: str = "bwrap") -> Execution:
-    """Run ``program`` (source text defining ``denoise``) on ``train`` in the sandbox."""
+                timeout_s: float = 120.0, memory_mb: int = 4096, mode: str = "bwrap",
+                hidden: list[str] | None = None) -> Execution:
+    """Run ``program`` (source text defining ``denoise``) on ``train`` in the sandbox; ``hidden`` names host files
+    it must not see even inside the mounted libraries (the dataset's own source)."""
     params = dict(params or {})
     n_cells, n_genes = train.shape
     result_mb = n_cells * n_genes * 8 / 2**20 + 1.0  # one float64 matrix of the input's shape, plus the header
     limits = Limits(wall_s=timeout_s, memory_mb=memory_mb, result_mb=result_mb)
-    res = run(["python", "runner.py"], files=_job_files(program, train, params), limits=limits, mode=mode)
+    res = run(["python", "runner.py"], files=_job_files(program, train, params), limits=limits, mode=mode,
+              hidden=hidden)
     details: dict[str, Any] = {"sandbox_seconds": round(res.seconds, 3), "sandbox_mode": mode,
                                "sandbox_limits": res.stats.get("limits")}
     for key in ("memory_peak_mb", "cpu_seconds"):
@@ -94,7 +97,8 @@ def run_program(program: str, train: sp.csr_matrix, params: dict[str, Any] | Non
     message = res.last("result")
     if not res.ok or message is None:
         why = res.error or "the program sent no result"
-        return Execution(None, res.seconds, why, details | {"failure_kind": res.error_kind or "no_result"}, stderr)
+        return Execution(None, res.seconds, why, details | {"failure_kind": res.error_kind or "no_result"},
+                         "" if "last stderr line" in why else stderr)
     seconds = message.header.get("seconds")
     if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds) and seconds >= 0:
         details["seconds"] = float(seconds)

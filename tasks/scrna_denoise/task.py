@@ -1,17 +1,21 @@
 """scrna_denoise: write a program that denoises single-cell RNA-seq counts, scored by molecular cross-validation.
 
-One instance per split: train, val and test are three independent MCV splits (different fixed seeds) of the same
-count matrix, so the improver only ever sees val. The held-out molecules stay in the task process; the program runs
-in the sandbox on the training molecules only. When the model's reply holds no valid program, the harness's own
-program is scored (``Answer.method == "harness_program"``), so edits to the harness program and its parameters are
-real levers even for a model that cannot write code.
+Splits leak nothing (:mod:`.splits`): train, val and test hold disjoint cells (a fixed, depth-stratified
+partition), each split is cut into several disjoint instances, and each instance has its own MCV split of its own
+molecules, so nothing the improver or the agent sees (train inputs and targets, val aggregates) determines a val or
+test target. A split's score is the mean of its instances' OpenProblems scores. The held-out molecules live only in
+this process's memory (nothing is cached on disk); a program runs in the sandbox on one instance's training
+molecules, with the dataset's source file hidden from it. Degenerate outputs score as no denoising with a named
+failure (:mod:`.degenerate`), and no score is ever NaN without a failure reason. When the model's reply holds no
+valid program, the harness's own program is scored (``Answer.method == "harness_program"``), so edits to the
+harness program and its parameters are real levers even for a model that cannot write code.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
-import os
+import math
 import re
 import warnings
 from pathlib import Path
@@ -25,13 +29,12 @@ from sia_bench.sandbox import SandboxUnavailable, require_mode, sandbox_option
 from sia_bench.task import Answer, Instance, Metric, Prompt, Score, Task, TaskError
 
 from . import data as scdata
-from . import metrics
+from . import degenerate, metrics, splits
 from .execute import run_program
 
 HERE = Path(__file__).resolve().parent
 PROGRAMS = HERE / "programs"
 PROGRAM = "program.py"
-SPLIT_SEEDS = {"test": 0, "val": 1, "train": 2}  # test uses OpenProblems' seed 0
 KNOBS = ("n_components", "k", "t")
 LOSSES = ("mse", "poisson", "poisson_openproblems")
 _CODE_BLOCK = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)```", re.S | re.I)
@@ -83,7 +86,7 @@ class ScrnaDenoiseTask(Task):
     """Denoise scRNA-seq counts (OpenProblems v1 denoising, molecular cross-validation); score mse_norm."""
 
     name = "scrna_denoise"
-    version = "1.0"
+    version = "2.0"  # 2.0: disjoint cells per split, several instances per split, degenerate-output rule
     metric = Metric("mse_norm", True)
     description = ("Write denoise(counts) for single-cell RNA-seq UMI counts; scored against held-out molecules "
                    "(MSE of log-normalised counts, normalised so no denoising = 0 and the held-out truth = 1).")
@@ -91,8 +94,11 @@ class ScrnaDenoiseTask(Task):
         "dataset": ParamSpec(str, "pbmc68k", choices=("pbmc68k", "mouse10k"), help="built-in dataset"),
         "path": ParamSpec(str, None, help="a user .h5ad / .zarr / 10x .h5 / matrix-market dir (overrides dataset)"),
         "layer": ParamSpec(str, None, help="where the raw counts are in a user file: X (default), raw or a layer"),
-        "max_cells": ParamSpec(int, 0, min=0, help="subsample this many cells (0 = all)"),
-        "seed": ParamSpec(int, 0, min=0, help="added to the fixed split seeds (test 0, val 1, train 2)"),
+        "genome": ParamSpec(str, None, help="which genome of a multi-genome 10x .h5 file to read"),
+        "max_cells": ParamSpec(int, 0, min=0, help="subsample this many cells (0 = all; fixed seed)"),
+        "instance_cells": ParamSpec(int, 0, min=0, help="cells per instance (0 = auto: n_cells/12, 50 to 500)"),
+        "seed": ParamSpec(int, 0, min=0, help="added to the MCV seeds of every instance (the cell partition is "
+                                              "fixed)"),
         "timeout_s": ParamSpec(float, 300.0, min=1.0, help="wall-time limit of one program run"),
         "memory_mb": ParamSpec(int, 4096, min=256, help="memory limit of one program run (its whole process tree)"),
         "sandbox": sandbox_option(),
@@ -107,8 +113,8 @@ class ScrnaDenoiseTask(Task):
         except SandboxUnavailable as err:
             raise TaskError(f"-T sandbox={self.opts['sandbox']}: {err}") from None
         self._data: scdata.CountData | None = None
-        self._arrays: dict[str, sp.csr_matrix] = {}
-        self._controls: dict[str, dict[str, float]] = {}
+        self._splits: dict[str, list[splits.SplitInstance]] | None = None
+        self._controls: dict[str, dict[str, dict[str, float]]] = {}
 
     # -- data ------------------------------------------------------------------------------------------------------
     @property
@@ -116,55 +122,66 @@ class ScrnaDenoiseTask(Task):
         if self._data is None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                loaded = scdata.load_dataset(self.opts["dataset"], self.opts["path"], self.opts["layer"])
+                loaded = scdata.load_dataset(self.opts["dataset"], self.opts["path"], self.opts["layer"],
+                                             self.opts["genome"])
             loaded = scdata.drop_empty(loaded)
-            self._data = scdata.subsample_cells(loaded, self.opts["max_cells"], self.opts["seed"])
+            self._data = scdata.subsample_cells(loaded, self.opts["max_cells"], splits.PARTITION_SEED)
         return self._data
 
     @property
     def dataset_name(self) -> str:
         return Path(self.opts["path"]).name if self.opts["path"] else self.opts["dataset"]
 
-    def _split_files(self, split: str) -> tuple[Path, Path]:
-        """MCV split written once to the cache (deterministic), so instances carry paths, not arrays."""
-        data, seed = self.counts, SPLIT_SEEDS[split] + self.opts["seed"]
-        folder = scdata.cache_dir() / "scrna_denoise" / "splits"
-        stem = f"{data.checksum}-s{seed}"
-        train_file, test_file = folder / f"{stem}-train.npz", folder / f"{stem}-heldout.npz"
-        if not (train_file.exists() and test_file.exists()):
-            train, test, _ = scdata.mcv_split(data.counts, seed)
-            folder.mkdir(parents=True, exist_ok=True)
-            for path, matrix in ((train_file, train), (test_file, test)):
-                tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-                sp.save_npz(tmp, matrix)
-                os.replace(tmp, path)
-        return train_file, test_file
+    @property
+    def instances(self) -> dict[str, list[splits.SplitInstance]]:
+        """All splits' instances, built in memory once (never cached on disk: nothing to tamper with)."""
+        if self._splits is None:
+            built = splits.build(self.counts.counts, self.opts["instance_cells"], self.opts["seed"])
+            for name, items in built.items():
+                splits.check_scorable(items, f"{self.dataset_name} {name}")
+            self._splits = built
+        return self._splits
+
+    def _instance_id(self, item: splits.SplitInstance) -> str:
+        return f"{self.dataset_name}-{item.split}-{item.index}"
+
+    def _lookup(self, instance: Instance) -> splits.SplitInstance:
+        split, index = instance.meta.get("split"), instance.meta.get("index")
+        items = self.instances.get(split, []) if isinstance(split, str) else []
+        if not isinstance(index, int) or not 0 <= index < len(items) or \
+                self._instance_id(items[index]) != instance.id:
+            raise TaskError(f"instance {instance.id!r} is not one of this task's instances")
+        return items[index]
 
     def load_split(self, split: str) -> list[Instance]:
-        train_file, test_file = self._split_files(split)
-        train = self._load(str(train_file))
-        libsize = np.asarray(train.sum(axis=1)).ravel()
-        summary = {"dataset": self.dataset_name, "split": split, "n_cells": train.shape[0],
-                   "n_genes": train.shape[1], "nonzero_fraction": round(train.nnz / float(np.prod(train.shape)), 4),
-                   "median_umis_per_cell": float(np.median(libsize)),
-                   "seed": SPLIT_SEEDS[split] + self.opts["seed"]}
-        return [Instance(id=f"{self.dataset_name}-{split}", input={"train_counts": str(train_file), **summary},
-                         target=str(test_file), meta={"split_seed": summary["seed"]})]
-
-    def _load(self, path: str) -> sp.csr_matrix:
-        if path not in self._arrays:
-            try:
-                self._arrays[path] = sp.load_npz(path).tocsr()
-            except (OSError, ValueError) as err:
-                raise TaskError(f"cannot read split file {path}: {err}; delete it to rebuild the split") from None
-        return self._arrays[path]
+        out = []
+        for item in self.instances[split]:
+            train = item.train
+            libsize = np.asarray(train.sum(axis=1)).ravel()
+            summary = {"dataset": self.dataset_name, "split": split, "n_cells": train.shape[0],
+                       "n_genes": train.shape[1], "nonzero_fraction": round(train.nnz / float(np.prod(train.shape)), 4),
+                       "median_umis_per_cell": float(np.median(libsize))}
+            out.append(Instance(id=self._instance_id(item), input=summary, target=None,
+                                meta={"split": split, "index": item.index, "checksum": item.checksum}))
+        return out
 
     def data_info(self) -> dict[str, Any]:
         data = self.counts
         return {**super().data_info(), "dataset": self.dataset_name, "source": data.source,
                 "cells": data.counts.shape[0], "genes": data.counts.shape[1], "checksum": data.checksum,
-                "notes": data.notes, "split_seeds": {k: v + self.opts["seed"] for k, v in SPLIT_SEEDS.items()},
-                "train_fraction": 0.9}
+                "notes": data.notes, "partition_seed": splits.PARTITION_SEED,
+                "mcv_seeds": {k: v + self.opts["seed"] for k, v in splits.SPLIT_SEEDS.items()},
+                "train_fraction": 0.9, "sandbox": self.opts["sandbox"],
+                "instances": {name: [{"cells": len(i.cells), "checksum": i.checksum} for i in items]
+                              for name, items in self.instances.items()}}
+
+    def hidden_paths(self) -> list[str]:
+        """Host files a program must not see even where their folder is mounted (the dataset's own source)."""
+        if self.opts["path"]:
+            return [str(Path(self.opts["path"]).expanduser().resolve())]
+        if self.opts["dataset"] == "pbmc68k":  # inside the scanpy wheel, i.e. inside the mounted site-packages
+            return [str(scdata.pbmc68k_path().resolve())]
+        return [str(scdata.mouse10k_path().resolve())]
 
     # -- agent side ------------------------------------------------------------------------------------------------
     def default_harness(self) -> Harness:
@@ -193,7 +210,8 @@ class ScrnaDenoiseTask(Task):
 
     # -- scoring ---------------------------------------------------------------------------------------------------
     def _matrices(self, instance: Instance) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-        return self._load(instance.input["train_counts"]), self._load(instance.target)
+        item = self._lookup(instance)
+        return item.train, item.heldout
 
     def control_losses(self, instance: Instance) -> dict[str, dict[str, float]]:
         if instance.id not in self._controls:
@@ -206,13 +224,14 @@ class ScrnaDenoiseTask(Task):
         train, test = self._matrices(instance)
         value = answer.value if isinstance(answer.value, dict) else {}
         details: dict[str, Any] = {"source": value.get("source") or value.get("control") or "none"}
-        failure, denoised = None, None
+        failure, kind, denoised = None, None, None
         if value.get("control") == "perfect":
             losses = self.control_losses(instance)["perfect"]
         elif value.get("control") == "null":
             denoised = train
         elif not answer.ok or not isinstance(value.get("program"), str):
-            failure, denoised = f"no program to run ({answer.error or 'answer holds no program'})", train
+            failure, kind = f"no program to run ({answer.error or 'answer holds no program'})", "no_program"
+            denoised = train
         else:
             program = value["program"]
             details["program_sha"] = hashlib.sha256(program.encode()).hexdigest()[:12]
@@ -220,27 +239,39 @@ class ScrnaDenoiseTask(Task):
             if value.get("fallback_reason"):
                 details["fallback_reason"] = value["fallback_reason"]
             run = run_program(program, train, value.get("params"), timeout_s=self.opts["timeout_s"],
-                              memory_mb=self.opts["memory_mb"], mode=self.opts["sandbox"])
+                              memory_mb=self.opts["memory_mb"], mode=self.opts["sandbox"], hidden=self.hidden_paths())
             details.update(run.details)
             details["program_seconds"] = round(run.seconds, 3)
             if run.program_output:
                 details["program_output"] = run.program_output
             if run.error:
-                failure, denoised = run.error, train
+                failure, kind, denoised = run.error, run.details.get("failure_kind", "program"), train
+            elif (bad := degenerate.check(run.denoised, train)) is not None:
+                failure, kind, denoised = f"degenerate output: {bad.message}", f"degenerate_{bad.kind}", train
+                details["output"] = describe_output(run.denoised, train)
             else:
                 denoised = run.denoised
+        controls = self.control_losses(instance)
         if denoised is not None:
             losses = metrics.all_losses(train, test, denoised)
-        controls = self.control_losses(instance)
+            if failure is None and not all(math.isfinite(v) for v in losses.values()):
+                failure, kind = "the metric is not finite on this output", "metric_nonfinite"
+                losses = metrics.all_losses(train, test, train)  # scored as no denoising
+        self._normalise(details, losses, controls)
+        details["controls"] = controls
+        details["failure"], details["failure_kind"] = failure, kind
+        if failure is None and "control" not in value:
+            details["output"] = describe_output(denoised, train)
+        if not math.isfinite(details["mse_norm"]) and failure is None:  # the guard: never NaN without a reason
+            details["failure"], details["failure_kind"] = "no finite score for this instance", "metric_nonfinite"
+        return Score(details["mse_norm"], self._feedback(details, answer), details)
+
+    @staticmethod
+    def _normalise(details: dict[str, Any], losses: dict[str, float], controls: dict[str, dict[str, float]]) -> None:
         for name in LOSSES:
             details[name] = losses[name]
             details[f"{name}_norm"] = metrics.normalised(losses[name], controls["null"][name],
                                                          controls["perfect"][name])
-        details["controls"] = controls
-        details["failure"] = failure
-        if failure is None and "control" not in value:
-            details["output"] = describe_output(denoised, train)
-        return Score(details["mse_norm"], self._feedback(details, answer), details)
 
     def _feedback(self, d: dict[str, Any], answer: Answer) -> str:
         lines = []
@@ -259,7 +290,7 @@ class ScrnaDenoiseTask(Task):
                      f"(NLL {d['poisson']:.5f}); OpenProblems-convention poisson_norm "
                      f"{d['poisson_openproblems_norm']:.4f}.")
         out = d.get("output")
-        if out:
+        if out and not d["failure"]:
             lines.append(f"Output: total {out['scale']:.3g}x the training counts, {out['zero_fraction']:.1%} zeros "
                          f"(input {out['input_zero_fraction']:.1%}), max {out['max']:.4g}"
                          + (f", {d['program_seconds']:.1f} s." if "program_seconds" in d else "."))
@@ -287,14 +318,15 @@ class ScrnaDenoiseTask(Task):
         return Answer({"control": "null"}, method="control")
 
     def close(self) -> None:
-        self._arrays.clear()
         self._controls.clear()
 
 
 def describe_output(denoised: np.ndarray, train: sp.csr_matrix) -> dict[str, float]:
     """Scale, sparsity and range of an output relative to its input, for the feedback text."""
     total = float(train.sum())
-    return {"scale": float(denoised.sum()) / total if total else float("nan"),
+    with np.errstate(over="ignore"):
+        out_total = float(denoised.sum())
+    return {"scale": out_total / total if total else float("nan"),
             "zero_fraction": float((denoised == 0).mean()),
             "input_zero_fraction": 1.0 - train.nnz / float(np.prod(train.shape)),
             "max": float(denoised.max())}
