@@ -25,10 +25,12 @@ from typing import Any, Literal, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sia_bench.task import OptionError
+
 NONE_WORDS = {"none", "null"}
 
 
-class ConfigError(ValueError):
+class ConfigError(OptionError):
     """A setting that cannot be used; the message is one line naming the flag and the fix."""
 
 
@@ -66,11 +68,10 @@ class HarnessStart(BaseModel):
         return self.dir is None and not self.params
 
     def describe(self) -> str:
-        """Short label for records and tables, e.g. ``tools-on (answer_mode=rank)``."""
-        parts = [Path(self.dir).name] if self.dir else []
-        if self.params:
-            parts.append(", ".join(f"{k}={_show(v)}" for k, v in sorted(self.params.items())))
-        return " ".join(parts[:1] + [f"({p})" for p in parts[1:]]) if self.dir else (parts[0] if parts else "")
+        """Short label for records and tables, e.g. ``tools-on (answer_mode=rank)`` or ``answer_mode=rank``."""
+        name = Path(self.dir).name if self.dir else ""
+        params = ", ".join(f"{k}={_show(v)}" for k, v in sorted(self.params.items()))
+        return f"{name} ({params})" if name and params else name or params
 
 
 class RunConfig(BaseModel):
@@ -108,6 +109,22 @@ class RunConfig(BaseModel):
         """Names of the top-level settings that differ (for "this folder holds another run" errors)."""
         mine, theirs = self.to_dict(), other.to_dict()
         return sorted(k for k in mine if canonical_json(mine[k]) != canonical_json(theirs.get(k)))
+
+
+FLAGS = {"seed": "--seed", "limit": "--limit", "budget": "--budget", "task": "--task", "improver": "--improver",
+         "model": "--model", "feedback_model": "--feedback-model", "harness": "--harness"}
+HINTS = {"limit": " (leave --limit out to use whole splits)", "seed": " (seeds are 0 .. 2**31-1)"}
+
+
+def build_run_config(**values: Any) -> RunConfig:
+    """A RunConfig from command-line values; a value the schema refuses is one line naming its flag."""
+    try:
+        return RunConfig(**values)
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        name = str(first["loc"][0]) if first["loc"] else ""
+        raise ConfigError(f"{FLAGS.get(name, name)} {printable(first.get('input'))}: {first['msg']}"
+                          f"{HINTS.get(name, '')}") from None
 
 
 class AblationSpec(BaseModel):
@@ -343,7 +360,6 @@ def resolve_task_options(task: str, raw: dict[str, Any]) -> dict[str, Any]:
     from sia_bench.registry import TASKS
 
     specs = TASKS.get(task).options
-    hints = {}
     out = {}
     for key, value in raw.items():
         if key not in specs:
@@ -353,7 +369,6 @@ def resolve_task_options(task: str, raw: dict[str, Any]) -> dict[str, Any]:
         if value is None or (isinstance(value, str) and value.lower() in NONE_WORDS and spec.default is None):
             typed = None
         else:
-            hints[key] = spec
             typed = coerce_spec("-T", key, value, spec)
         if isinstance(typed, str):
             check_text(f"-T {key}", typed)
@@ -390,9 +405,10 @@ def resolve_model_options(spec: str, raw: dict[str, Any], flag: str) -> dict[str
     return resolve_options(flag, f"model backend {backend!r}", raw, option_hints(factory))
 
 
-def resolve_run(config: RunConfig) -> RunConfig:
+def resolve_run(config: RunConfig, check_models: bool = True) -> RunConfig:
     """The same settings with every name checked and every option typed and canonical; raises ConfigError (or the
-    registry's UnknownNameError) with one line. Nothing is built or written."""
+    registry's UnknownNameError) with one line. Nothing is built or written. ``check_models=False`` leaves the model
+    settings as they are (for callers that hand in ready model objects)."""
     from sia_bench.registry import IMPROVERS, MODELS, TASKS
 
     for flag, text in (("--task", config.task), ("--improver", config.improver), ("--model", config.model),
@@ -400,18 +416,19 @@ def resolve_run(config: RunConfig) -> RunConfig:
         check_text(flag, text)
     TASKS.get(config.task)
     IMPROVERS.get(config.improver)
-    MODELS.get(config.model.partition(":")[0])
-    if config.feedback_model:
-        MODELS.get(config.feedback_model.partition(":")[0])
-    elif config.feedback_options:
-        raise ConfigError("-F sets Feedback-Agent model options: give --feedback-model too")
-    return config.model_copy(update={
+    update: dict[str, Any] = {
         "task_options": resolve_task_options(config.task, config.task_options),
         "improver_options": resolve_improver_options(config.improver, config.improver_options),
-        "model_options": resolve_model_options(config.model, config.model_options, "-M"),
-        "feedback_options": resolve_model_options(config.feedback_model, config.feedback_options, "-F")
-        if config.feedback_model else {},
-        "harness": resolve_harness_start(config.harness)})
+        "harness": resolve_harness_start(config.harness)}
+    if check_models:
+        MODELS.get(config.model.partition(":")[0])
+        update["model_options"] = resolve_model_options(config.model, config.model_options, "-M")
+        if config.feedback_model:
+            MODELS.get(config.feedback_model.partition(":")[0])
+            update["feedback_options"] = resolve_model_options(config.feedback_model, config.feedback_options, "-F")
+        elif config.feedback_options:
+            raise ConfigError("-F sets Feedback-Agent model options: give --feedback-model too")
+    return config.model_copy(update=update)
 
 
 def resolve_harness_start(start: HarnessStart) -> HarnessStart:

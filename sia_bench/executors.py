@@ -64,15 +64,17 @@ class SilentReporter:
 
 
 def run_status(run_dir: Path) -> str:
-    """``missing`` (never started), ``running`` (started, not finished; resumable), ``finished`` or ``failed``."""
+    """``missing`` (never started), ``running`` (started, not finished; resumable), ``finished``, ``failed``, or
+    ``broken`` (files missing or corrupt: continuing it reports which)."""
     from sia_bench.records import RunRecord
+    from sia_bench.rundir import is_started
 
-    if not (Path(run_dir) / "config.json").exists():
+    if not is_started(run_dir):
         return "missing"
     try:
         return RunRecord.load(run_dir).status
     except (FileNotFoundError, ValueError):
-        return "running"  # config written, record not yet (or torn): resume starts it over from its config
+        return "broken"
 
 
 def run_job(job: Job, *, model: Any = None, events: Callable[..., None] | None = None) -> bool:
@@ -85,16 +87,17 @@ def run_job(job: Job, *, model: Any = None, events: Callable[..., None] | None =
         return True
     if status == "missing":
         Loop(RunConfig.from_dict(job.config), run_dir, model=model, events=events).run()
-    else:  # resume reads the configuration the run was started with, not today's flags
+    else:  # resume reads the configuration the run was started with (and names what is broken, if anything)
         resume(run_dir, model=model, events=events)
     return False
 
 
 def _limit_threads(threads: int | None) -> None:
-    """Workers sharing the machine each get a slice of the cores instead of all of them (no oversubscription)."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    """Workers sharing the machine each get a slice of the cores instead of all of them (no oversubscription), and
+    the same quiet libraries as the command that started them."""
+    from sia_bench.progress import quiet_libraries
+
+    quiet_libraries()
     if threads:
         try:
             import torch
@@ -109,7 +112,9 @@ def _worker(job: Job, threads: int | None) -> tuple[bool, str]:
     _limit_threads(threads)
     try:
         return run_job(job), ""
-    except Exception:  # reported per job; the other jobs go on
+    except (ValueError, OSError, KeyError) as err:  # an expected refusal (broken run folder, bad data): its line
+        return False, f"{type(err).__name__}: {err}"
+    except Exception:  # a bug: reported with its traceback; the other jobs go on
         return False, traceback.format_exc(limit=8)
 
 
@@ -158,6 +163,8 @@ class LocalExecutor:
             skipped = run_job(job, model=self._model_for(job), events=lambda kind, **info: reporter.event(
                 job, kind, **info))
             result = JobResult(job, ok=True, skipped=skipped)
+        except (ValueError, OSError, KeyError) as err:  # an expected refusal: its one line is the report
+            result = JobResult(job, ok=False, error=f"{type(err).__name__}: {err}")
         except Exception:
             result = JobResult(job, ok=False, error=traceback.format_exc(limit=8))
         reporter.finished(result)

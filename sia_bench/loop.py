@@ -9,50 +9,26 @@ uninterrupted one.
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from sia_bench.agent import Agent
-from sia_bench.harness import Harness
+from sia_bench.config import Budget, HarnessStart, RunConfig, resolve_run  # noqa: F401  (Budget re-exported)
+from sia_bench.harness import Harness, PatchError
 from sia_bench.improvers.base import Improver, LoopState, Proposal
 from sia_bench.models.base import Model
-from sia_bench.records import (Budget, Candidate, GenerationRecord, JsonlWriter, Ledger, RunRecord, atomic_write_json,
-                               environment, now)
+from sia_bench.records import Candidate, GenerationRecord, JsonlWriter, Ledger, RunRecord, atomic_write_json, \
+    environment, now
 from sia_bench.registry import IMPROVERS, TASKS
-from sia_bench.task import Task, subsample
+from sia_bench.rundir import RunDirError, open_run, stored_config
+from sia_bench.task import Task, TaskError, subsample
 
 EventHook = Callable[..., None]
 EVAL_SAMPLE_SEED = 0  # val/test subsets do not depend on the run seed, so all arms and seeds share instances
-
-
-@dataclass
-class RunConfig:
-    task: str
-    improver: str = "none"
-    task_options: dict[str, Any] = field(default_factory=dict)
-    improver_options: dict[str, Any] = field(default_factory=dict)
-    model: str = "hf"
-    model_options: dict[str, Any] = field(default_factory=dict)
-    feedback_model: str | None = None
-    feedback_options: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    limit: int | None = None
-    budget: Budget = field(default_factory=Budget)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["budget"] = self.budget.model_dump()
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
-        return cls(**{**data, "budget": Budget(**data.get("budget", {}))})
 
 
 def build_task(name: str, options: dict[str, Any]) -> Task:
@@ -61,6 +37,23 @@ def build_task(name: str, options: dict[str, Any]) -> Task:
 
 def build_improver(name: str, options: dict[str, Any]) -> Improver:
     return IMPROVERS.get(name).from_options(**options)
+
+
+def starting_harness(task: Task, start: HarnessStart) -> tuple[Harness, HarnessStart]:
+    """The harness a run starts from: the task's default, or ``--harness DIR``, with ``-H`` overrides typed by the
+    task's specs. Returns it and the start in canonical form (overrides equal to the base value dropped)."""
+    base = task.default_harness()
+    if start.dir is not None:
+        try:
+            base = Harness.load(Path(start.dir), base, fill_missing=True)
+        except PatchError as err:
+            raise TaskError(f"--harness {start.dir}: {err}") from None
+    try:
+        harness = base.with_params(start.params)
+    except PatchError as err:
+        raise TaskError(str(err)) from None
+    params = {k: harness.params[k] for k in sorted(start.params) if harness.params[k] != base.params[k]}
+    return harness, HarnessStart(dir=start.dir, params=params)
 
 
 def generation_seed(seed: int, generation: int) -> int:
@@ -88,10 +81,13 @@ class Loop:
 
     def __init__(self, config: RunConfig, run_dir: Path, *, task: Task | None = None, model: Model | None = None,
                  feedback_model: Model | None = None, events: EventHook | None = None):
-        self.config, self.run_dir = config, Path(run_dir)
+        self._check_models = model is None
+        config, self.run_dir = resolve_run(config, self._check_models), Path(run_dir)
         self.events = events or (lambda *a, **k: None)
         self.task = task or build_task(config.task, config.task_options)
         self.improver = build_improver(config.improver, config.improver_options)
+        self.start_harness, start = starting_harness(self.task, config.harness)
+        self.config = config = config.model_copy(update={"harness": start})
         if model is None:
             from sia_bench.models import build_model
 
@@ -122,9 +118,13 @@ class Loop:
         self._use_adapter(adapter_dir)
         instances = self._instances(split)
         out.unlink(missing_ok=True)
+        started = time.perf_counter()
+        self.events("pass", split=split, total=len(instances))
         with JsonlWriter(out) as writer:
             metrics, _ = self.agent.evaluate(harness, instances, split, seed=seed, ledger=ledger, writer=writer,
                                              on_sample=lambda t: self.events("sample", split=split, trajectory=t))
+        self.events("pass_done", split=split, total=len(instances), metrics=metrics,
+                    seconds=time.perf_counter() - started)
         if split == "val":
             self._eval_cache[key] = dict(metrics)
         return metrics
@@ -132,6 +132,8 @@ class Loop:
     def _stop_reason(self, record: RunRecord) -> str | None:
         b, led = record.budget, record.ledger
         done = len(record.generations) - 1
+        if done > 0 and "stop" in record.generations[-1].levers:  # persisted, so a resumed run stops the same way
+            return record.generations[-1].reason or "the improver stopped"
         if done >= b.generations:
             return f"generation budget reached ({b.generations})"
         if b.task_rollouts is not None and led.task_rollouts() >= b.task_rollouts:
@@ -152,33 +154,43 @@ class Loop:
     # -- the run -----------------------------------------------------------------------------------------------
     def new_record(self) -> RunRecord:
         cfg = self.config
+        label = self.improver.label(self.feedback_model)
+        if not cfg.harness.is_default:  # a run from another starting harness is another row of the tables
+            label += f" · start {cfg.harness.describe()}"
         return RunRecord(
             run_id=self.run_dir.name, created_at=now(),
             task={"name": self.task.name, "version": self.task.version, "options": self.task.opts,
                   "metric": self.metric.name, "higher_is_better": self.metric.higher_is_better,
                   "data": self.task.data_info()},
-            improver={"name": cfg.improver, "label": self.improver.label(self.feedback_model),
-                      "args": self.improver.settings()},
+            improver={"name": cfg.improver, "label": label, "args": self.improver.settings()},
             models={"task": self.model.info(), "feedback": self.feedback_model.info() if self.feedback_model else None},
-            seed=cfg.seed, limit=cfg.limit, budget=cfg.budget, environment=environment())
+            seed=cfg.seed, limit=cfg.limit, budget=cfg.budget, environment=environment(),
+            start_harness={**cfg.harness.model_dump(mode="json"), "digest": self.start_harness.digest})
 
     def run(self) -> RunRecord:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        config_path = self.run_dir / "config.json"
-        if config_path.exists() and (self.run_dir / "run.json").exists():
-            record = RunRecord.load(self.run_dir)
-        else:
-            atomic_write_json(config_path, self.config.to_dict())
-            record = self.new_record()
-        if record.status == "finished":
-            return record
+        """Start the run, or continue it from its last finished generation; the folder is locked meanwhile."""
+        with open_run(self.run_dir, self.config, self.new_record,
+                      lambda stored: resolve_run(stored, self._check_models)) as record:
+            if record.status == "finished":
+                return record
+            return self._continue(record)
+
+    def _continue(self, record: RunRecord) -> RunRecord:
+        if not record.generations and record.start_harness.get("digest", self.start_harness.digest) != \
+                self.start_harness.digest:
+            raise RunDirError(f"the starting harness changed since {self.run_dir} was started (digest "
+                              f"{record.start_harness.get('digest')} -> {self.start_harness.digest}); restore it or "
+                              "use another --run-dir")
+        for gen in record.generations:  # candidates scored before a kill are not scored again, as without it
+            if gen.candidate is not None and gen.val:
+                self._eval_cache[(gen.candidate.harness_digest, gen.candidate.adapter_dir)] = dict(gen.val)
         started = time.perf_counter()
         wall_before = record.ledger.wall_seconds
         # Drop the folders of generations that did not finish: they are redone from their seed.
         for folder in self.run_dir.glob("gen_*"):
             if int(folder.name[4:]) >= len(record.generations):
                 shutil.rmtree(folder)
-        start_harness = self.task.default_harness()
+        start_harness = self.start_harness
         if hasattr(self.improver, "initial_harness"):
             start_harness = self.improver.initial_harness(self.task, start_harness, self.feedback_model,
                                                           generation_seed(self.config.seed, 0))
@@ -186,9 +198,7 @@ class Loop:
             self._generation_zero(record, start_harness)
         while (reason := self._stop_reason(record)) is None:
             record.ledger.wall_seconds = wall_before + time.perf_counter() - started
-            if self._generation(record, start_harness):
-                reason = record.generations[-1].reason or "the improver stopped"
-                break
+            self._generation(record, start_harness)
             record.ledger.wall_seconds = wall_before + time.perf_counter() - started
             record.save(self.run_dir)
         record.stop_reason = reason or record.stop_reason
@@ -220,17 +230,20 @@ class Loop:
                                best_so_far=val.get(self.metric.name), reason="starting candidate", ledger=led,
                                seconds=time.perf_counter() - t0, finished_at=now())
         self._commit(record, gen, gen_dir)
-        record.best_generation = 0
 
     def _commit(self, record: RunRecord, gen: GenerationRecord, gen_dir: Path) -> None:
+        """Finish a generation with one atomic write of run.json that also moves the best pointer: a kill before it
+        redoes the generation, a kill after it finds everything, never half a state."""
         record.ledger = record.ledger.plus(gen.ledger.model_copy(update={"wall_seconds": 0.0}))
         atomic_write_json(gen_dir / "generation.json", gen.model_dump(mode="json"))
         record.generations.append(gen)
+        if gen.accepted:
+            record.best_generation = gen.index
         record.save(self.run_dir)
         self.events("generation_done", record=record, generation=gen)
 
-    def _generation(self, record: RunRecord, like: Harness) -> bool:
-        """Run one generation; True when the improver asked to stop."""
+    def _generation(self, record: RunRecord, like: Harness) -> None:
+        """Run one generation (a stop proposal is recorded as the ``stop`` lever, which ends the run)."""
         index = len(record.generations)
         t0 = time.perf_counter()
         gen_dir = self.run_dir / f"gen_{index:03d}"
@@ -276,10 +289,6 @@ class Loop:
         gen.seconds = time.perf_counter() - t0
         gen.finished_at = now()
         self._commit(record, gen, gen_dir)
-        if gen.accepted:
-            record.best_generation = index
-            record.save(self.run_dir)
-        return proposal.stop
 
     def _final(self, record: RunRecord, like: Harness) -> None:
         """Score the best candidate on test, once."""
@@ -313,8 +322,7 @@ def run(config: RunConfig, run_dir: Path | None = None, **kw: Any) -> RunRecord:
 
 def resume(run_dir: Path, **kw: Any) -> RunRecord:
     """Continue a killed run from its last finished generation, with the configuration it was started with."""
-    config_path = Path(run_dir) / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{run_dir} has no config.json: not a sia-bench run directory")
-    config = RunConfig.from_dict(json.loads(config_path.read_text()))
-    return Loop(config, Path(run_dir), **kw).run()
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no such folder)")
+    return Loop(stored_config(run_dir), run_dir, **kw).run()

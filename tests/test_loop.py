@@ -136,5 +136,5 @@ def test_killed_run_resumes_to_the_same_record(tmp_path):
 def test_unknown_improver_option_is_a_clear_error(tmp_path):
     from sia_bench.task import OptionError
 
-    with pytest.raises(OptionError, match="has no setting 'edit_budgt'"):
+    with pytest.raises(OptionError, match="edit_budgt: improver 'h' has no such option. Did you mean 'edit_budget'"):
         run_toy(tmp_path, improver_options={"edit_budgt": 3})
