@@ -1,7 +1,9 @@
-"""Baselines for legal_charges (fitted on train only) and published anchor rows for the leaderboard.
+"""Baselines for legal_charges (fitted on the task's train split only) and published anchor rows for the leaderboard.
 
-Measured here (LawBench-191, full 913-case test split, scikit-learn 1.9.1): tfidf_svm 0.7678 accuracy
-(`pytest tests/tasks/legal_charges/test_baselines.py`); see the task README for the others.
+Which data they fit on: the task's train split, i.e. LawBench-191 train *minus* the val cases carved from it (10%,
+stratified, seed 0), so that their val scores are honest. The published TF-IDF + LinearSVC figure (76.8%) was fitted
+on all 5,332 train cases; the same classifier fitted here on train minus val scores 76.3% on the 913 test cases
+(`pytest -m slow tests/tasks/legal_charges/test_baselines.py` checks both).
 """
 
 from __future__ import annotations
@@ -38,9 +40,13 @@ class Majority(Baseline):
 
 
 class TfidfSVM(Baseline):
-    """Char 1-3-gram TF-IDF (sublinear tf, min_df=2) + LinearSVC(C=1); multi-label: one-vs-rest, score > 0 or top-1."""
+    """Char 1-3-gram TF-IDF (sublinear tf, min_df=2) + LinearSVC(C=1, random_state=0), fitted on train minus val;
+    multi-label: one-vs-rest, score > 0 or top-1."""
 
     name = "tfidf_svm"
+
+    def __init__(self, include_val: bool = False):
+        self.include_val = include_val  # True: fit on train + val, as the published 76.8% was (val is then seen)
 
     def fit(self, task: Task) -> None:
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -48,6 +54,9 @@ class TfidfSVM(Baseline):
         from sklearn.svm import LinearSVC
 
         texts, labels = _train_texts_labels(task)
+        if self.include_val:
+            val = task.split("val")
+            texts, labels = texts + [i.input["fact"] for i in val], labels + [tuple(i.target) for i in val]
         self.vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=2)
         x = self.vectorizer.fit_transform(texts)
         self.multi = getattr(task, "multi", False)
@@ -56,10 +65,10 @@ class TfidfSVM(Baseline):
 
             self.binarizer = MultiLabelBinarizer()
             y = self.binarizer.fit_transform(labels)
-            self.model = OneVsRestClassifier(LinearSVC(C=1.0)).fit(x, y)
+            self.model = OneVsRestClassifier(LinearSVC(C=1.0, random_state=0)).fit(x, y)
             self.classes = list(self.binarizer.classes_)
         else:
-            self.model = LinearSVC(C=1.0).fit(x, [ls[0] for ls in labels])
+            self.model = LinearSVC(C=1.0, random_state=0).fit(x, [ls[0] for ls in labels])
             self.classes = list(self.model.classes_)
 
     def decision(self, instances: Sequence[Instance]) -> np.ndarray:
@@ -98,17 +107,20 @@ class KnnVote(Baseline):
 
 
 class ZeroShotModel(Baseline):
-    """The task's default harness (zero-shot generation) on the default local model, through the agent.
+    """The task's default harness (zero-shot generation; or the one given with --harness / -H) on the default local
+    model, through the agent.
 
     Runs the model on every instance it is given: on 2 CPU cores ~3-5 s a case, so the full 913-case test split
     takes about an hour; pass a limit to the CLI for a quick number.
     """
 
     name = "zero_shot_model"
+    uses_harness = True
 
     def __init__(self, model: str = "hf", **model_options: Any):
         self.model_spec, self.model_options = model, model_options
         self.model = None
+        self.harness = None  # set by the baselines runner; None: the task's default harness
 
     def predict(self, task: Task, instances: Sequence[Instance]) -> list[Answer]:
         from sia_bench.agent import Agent
@@ -116,14 +128,17 @@ class ZeroShotModel(Baseline):
 
         if self.model is None:
             self.model = build_model(self.model_spec, **self.model_options)
-        trajectories = Agent(task, self.model).run(task.default_harness(), list(instances), "test")
+        harness = self.harness or task.default_harness()
+        trajectories = Agent(task, self.model).run(harness, list(instances), "test")
         return [Answer(t.answer, t.parse_method, t.parse_error) for t in trajectories]
 
 
 BASELINES: dict[str, Baseline] = {b.name: b for b in (Majority(), TfidfSVM(), KnnVote(), ZeroShotModel())}
 
-# Published reference numbers on the LawBench-191 test split (913 cases), top-1 accuracy.
-_SIA = "SIA: Self Improving AI with Harness & Weight Updates (paper); figures as quoted in ../shared/data/README.md"
+# Published reference numbers on the LawBench-191 test split (913 cases), top-1 accuracy. The source names the paper
+# and its results on LawBench-191; the table number was not available to us to check, so it is not given.
+_SIA = ("SIA: Self Improving AI with Harness & Weight Updates, arXiv 2605.27276, LawBench-191 charge-prediction "
+        "results (test split, 913 cases)")
 ANCHORS: list[dict[str, Any]] = [
     {"name": "zero-shot LLM", "metric": "accuracy", "value": 0.07, "split": "test", "dataset": "lawbench191",
      "model": "gpt-oss-120b", "source": _SIA, "note": "about 7%"},
@@ -134,6 +149,8 @@ ANCHORS: list[dict[str, Any]] = [
     {"name": "SIA harness+weights (wh)", "metric": "accuracy", "value": 0.701, "split": "test",
      "dataset": "lawbench191", "model": "gpt-oss-120b", "source": _SIA, "note": ""},
     {"name": "TF-IDF char 1-3 + LinearSVC", "metric": "accuracy", "value": 0.768, "split": "test",
-     "dataset": "lawbench191", "model": None, "source": "../shared/data/README.md (measured with scikit-learn 1.9)",
-     "note": "reproduced by the tfidf_svm baseline"},
+     "dataset": "lawbench191", "model": None,
+     "source": "measured for sia-bench with scikit-learn 1.9 (char 1-3-gram TF-IDF, sublinear tf, min_df=2, "
+               "LinearSVC C=1) fitted on all 5,332 LawBench-191 train cases",
+     "note": "the tfidf_svm baseline row fits on train minus val and scores 76.3% on the same test split"},
 ]

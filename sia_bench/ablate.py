@@ -1,109 +1,71 @@
 """``sia-bench ablate`` and ``sia-bench leaderboard``: every arm x seed at one matched budget, then tables from records.
 
 An ablation folder ``<out>/<task>-ablation-<id>/`` holds one run directory per arm x seed (``<arm>-s<seed>/``) and an
-``ablation.json`` manifest. The id is a hash of everything that makes runs comparable (task and options, task and
-feedback models, budget, eval limit, improver settings), so the same command finds the same folder again: finished
-runs are skipped, unfinished ones resumed, and extra arms or seeds are added beside the existing ones.
+``ablation.json`` manifest. The id is a digest of the resolved shared settings (task and options, task and feedback
+models, budget, eval limit, starting harness, per-arm improver settings; see :class:`sia_bench.config.AblationSpec`),
+so the same command finds the same folder again whatever the order of its flags: finished runs are skipped,
+unfinished ones resumed, and extra arms or seeds are added beside the existing ones. The folder is locked while an
+ablation runs in it.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sia_bench.config import (AblationSpec, Budget, ConfigError, canonical_json, parse_budget, parse_pairs,
+                              resolve_run, split_improver_options)
 from sia_bench.executors import Job, JobResult, make_executor, run_status
-from sia_bench.records import SCHEMA_VERSION, Budget, RunRecord, atomic_write_json, now
+from sia_bench.records import SCHEMA_VERSION, RunRecord, atomic_write_json, now
+from sia_bench.rundir import FolderLock
+
+__all__ = ["AblationSpec", "Budget", "prepare", "run_ablation", "split_improver_options"]
 
 DEFAULT_ARMS = ("none", "h", "w", "wh", "bt")
 DEFAULT_LIMIT = 32  # val and test instances per run: a CPU-sized default; --limit 0 uses whole splits
 DEFAULT_GENERATIONS = 3
 # Default matched task-rollout cap per generation, in val passes: one val pass plus up to two train passes its size.
 DEFAULT_ROLLOUT_PASSES = 3
+ID_SCHEME = 2  # how the id is computed; folders made under another scheme are refused with that reason
 
 
-@dataclass
-class AblationSpec:
-    """Everything shared by the arms; only the improver and the seed differ between runs."""
-
-    task: str
-    arms: list[str] = field(default_factory=lambda: list(DEFAULT_ARMS))
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    task_options: dict[str, Any] = field(default_factory=dict)
-    improver_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm -> settings
-    model: str = "hf"
-    model_options: dict[str, Any] = field(default_factory=dict)
-    feedback_model: str | None = None
-    feedback_options: dict[str, Any] = field(default_factory=dict)
-    limit: int | None = DEFAULT_LIMIT
-    budget: Budget = field(default_factory=lambda: Budget(generations=DEFAULT_GENERATIONS))
-
-    def comparable(self) -> dict[str, Any]:
-        """The fields whose equality makes two runs of different arms comparable (arms and seeds excluded)."""
-        return {"task": self.task, "task_options": self.task_options, "model": self.model,
-                "model_options": self.model_options, "feedback_model": self.feedback_model,
-                "feedback_options": self.feedback_options, "limit": self.limit, "budget": self.budget.model_dump(),
-                "improver_options": self.improver_options}
-
-    @property
-    def id(self) -> str:
-        return hashlib.sha256(json.dumps(self.comparable(), sort_keys=True, default=str).encode()).hexdigest()[:10]
-
-    def config(self, arm: str, seed: int) -> dict[str, Any]:
-        from sia_bench.loop import RunConfig
-
-        return RunConfig(task=self.task, improver=arm, task_options=dict(self.task_options),
-                         improver_options=dict(self.improver_options.get(arm, {})), model=self.model,
-                         model_options=dict(self.model_options), feedback_model=self.feedback_model,
-                         feedback_options=dict(self.feedback_options), seed=seed, limit=self.limit,
-                         budget=self.budget).to_dict()
-
-
-def split_improver_options(options: dict[str, Any], arms: list[str]) -> dict[str, dict[str, Any]]:
-    """``-I key=v`` applies to every arm; ``-I arm:key=v`` to one arm only."""
-    out: dict[str, dict[str, Any]] = {arm: {} for arm in arms}
-    for key, value in options.items():
-        arm, sep, name = key.partition(":")
-        if not sep:
-            for settings in out.values():
-                settings[key] = value
-        elif arm not in out:
-            raise ValueError(f"-I {key}: {arm!r} is not one of the arms {', '.join(arms)}")
-        else:
-            out[arm][name] = value
-    return {arm: s for arm, s in out.items() if s}
-
-
-def prepare(spec: AblationSpec) -> dict[str, Any]:
-    """Check the arms, task options and improver settings before anything runs; fill the default rollout cap.
-
-    Returns facts shared by every arm: the starting harness digest and the number of val instances scored.
-    """
-    from sia_bench.loop import build_improver, build_task
+def prepare(spec: AblationSpec) -> tuple[AblationSpec, dict[str, Any]]:
+    """Check the arms, names, options and the starting harness before anything runs; return the spec in resolved
+    form (typed, canonical options; default rollout cap filled) and facts shared by every arm."""
+    from sia_bench.loop import build_improver, build_task, starting_harness
     from sia_bench.task import subsample
 
     if not spec.arms or not spec.seeds:
-        raise ValueError("an ablation needs at least one arm and one seed")
+        raise ConfigError("an ablation needs at least one arm and one seed")
     if len(set(spec.arms)) != len(spec.arms) or len(set(spec.seeds)) != len(spec.seeds):
-        raise ValueError("arms and seeds must not repeat")
-    for arm in spec.arms:  # an unknown arm or setting fails now, not half-way through the ablation
+        raise ConfigError("arms and seeds must not repeat")
+    resolved = {arm: resolve_run(spec.config(arm, spec.seeds[0])) for arm in spec.arms}
+    for arm, config in resolved.items():  # an unknown arm or setting fails now, not half-way through the ablation
         try:
-            build_improver(arm, spec.improver_options.get(arm, {}))
+            build_improver(arm, config.improver_options)
         except ImportError as err:
-            raise ValueError(f"improver {arm!r} cannot be loaded ({err}); leave it out of --improvers") from None
+            raise ConfigError(f"improver {arm!r} cannot be loaded ({err}); leave it out of --improvers") from None
+    first = resolved[spec.arms[0]]
+    spec = spec.model_copy(update={
+        "task_options": first.task_options, "model_options": first.model_options,
+        "feedback_options": first.feedback_options, "harness": first.harness,
+        "improver_options": {arm: c.improver_options for arm, c in resolved.items() if c.improver_options}})
     task = build_task(spec.task, spec.task_options)
     try:
         n_val = len(subsample(task.split("val"), spec.limit, 0))
-        digest = task.default_harness().digest
+        harness, start = starting_harness(task, spec.harness)
+        default_digest = task.default_harness().digest
     finally:
         task.close()
+    if n_val == 0:
+        raise ConfigError(f"task {spec.task!r} has no val instances with these options; nothing to compare on")
+    spec = spec.model_copy(update={"harness": start, "start_digest": None if start.is_default else harness.digest})
     if spec.budget.task_rollouts is None:
-        spec.budget = spec.budget.model_copy(update={
-            "task_rollouts": (spec.budget.generations + 1) * n_val * DEFAULT_ROLLOUT_PASSES})
-    return {"starting_harness": digest, "val_instances": n_val}
+        spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={
+            "task_rollouts": (spec.budget.generations + 1) * n_val * DEFAULT_ROLLOUT_PASSES})})
+    return spec, {"starting_harness": harness.digest, "default_harness": default_digest, "val_instances": n_val}
 
 
 def ablation_dir(out: Path, spec: AblationSpec) -> Path:
@@ -111,7 +73,7 @@ def ablation_dir(out: Path, spec: AblationSpec) -> Path:
 
 
 def jobs_for(spec: AblationSpec, folder: Path) -> list[Job]:
-    return [Job(arm, seed, str(folder / f"{arm}-s{seed}"), spec.config(arm, seed))
+    return [Job(arm, seed, str(folder / f"{arm}-s{seed}"), spec.config(arm, seed).to_dict())
             for arm in spec.arms for seed in spec.seeds]
 
 
@@ -133,7 +95,7 @@ def write_manifest(folder: Path, spec: AblationSpec, facts: dict[str, Any], resu
             if entry["status"] == "finished":
                 entry["error"] = ""
             runs[(arm, seed)] = entry
-    manifest = {"schema_version": SCHEMA_VERSION, "kind": "ablation", "id": spec.id,
+    manifest = {"schema_version": SCHEMA_VERSION, "kind": "ablation", "id": spec.id, "id_scheme": ID_SCHEME,
                 "created_at": old.get("created_at", now()), "updated_at": now(), "executor": executor,
                 **spec.comparable(), **facts, "arms": arms, "seeds": seeds,
                 "runs": [runs[k] for k in sorted(runs, key=lambda k: (_arm_order(k[0]), k[1]))]}
@@ -148,13 +110,21 @@ def _arm_order(arm: str) -> tuple[int, str]:
 def check_folder(folder: Path, spec: AblationSpec) -> None:
     """An explicit ``--ablation-dir`` started with other shared settings is refused: its runs would not compare."""
     path = folder / "ablation.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old.get("id") != spec.id:
-            differ = sorted(k for k, v in spec.comparable().items() if json.dumps(old.get(k), sort_keys=True,
-                            default=str) != json.dumps(v, sort_keys=True, default=str))
-            raise ValueError(f"{folder} holds ablation {old.get('id')} started with other settings "
-                             f"({', '.join(differ)} differ); use another folder")
+    if not path.exists():
+        return
+    try:
+        old = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ConfigError(f"{path} is unreadable ({type(err).__name__}); the file is truncated or corrupt") from None
+    if not isinstance(old, dict):
+        raise ConfigError(f"{path} does not hold an ablation manifest")
+    if old.get("id") != spec.id:
+        if old.get("id_scheme") != ID_SCHEME:
+            raise ConfigError(f"{folder} holds ablation {old.get('id')} made by an older sia-bench (another id "
+                              "scheme); use another folder for this command")
+        differ = sorted(k for k, v in spec.comparable().items() if canonical_json(old.get(k)) != canonical_json(v))
+        raise ConfigError(f"{folder} holds ablation {old.get('id')} started with other settings "
+                          f"({', '.join(differ) or 'id'} differ); use another folder")
 
 
 def run_ablation(spec: AblationSpec, out: Path, *, executor: str = "local", workers: int = 1,
@@ -163,18 +133,21 @@ def run_ablation(spec: AblationSpec, out: Path, *, executor: str = "local", work
     """Run (or continue) every arm x seed; returns the ablation folder and one result per job."""
     from sia_bench.executors import SilentReporter
 
-    facts = facts or prepare(spec)
+    if facts is None:
+        spec, facts = prepare(spec)
+    runner = make_executor(executor, workers, address)
     folder = Path(folder) if folder else ablation_dir(out, spec)
     check_folder(folder, spec)
     folder.mkdir(parents=True, exist_ok=True)
-    jobs = jobs_for(spec, folder)
-    results: dict[str, JobResult] = {}
-    write_manifest(folder, spec, facts, results, executor)
-    reporter = reporter or SilentReporter()
-    done = make_executor(executor, workers, address).run(jobs, _Recording(reporter, results,
-                                                                           lambda: write_manifest(
-                                                                               folder, spec, facts, results, executor)))
-    write_manifest(folder, spec, facts, results, executor)
+    with FolderLock(folder, "ablation"):
+        check_folder(folder, spec)  # again under the lock: another process may have just written the manifest
+        jobs = jobs_for(spec, folder)
+        results: dict[str, JobResult] = {}
+        write_manifest(folder, spec, facts, results, executor)
+        reporter = reporter or SilentReporter()
+        done = runner.run(jobs, _Recording(reporter, results,
+                                           lambda: write_manifest(folder, spec, facts, results, executor)))
+        write_manifest(folder, spec, facts, results, executor)
     return folder, done
 
 
@@ -211,15 +184,16 @@ class Board:
         self.live = Live(self._table(), console=console, refresh_per_second=4, transient=False)
 
     def _table(self) -> Any:
+        from rich.markup import escape
         from rich.table import Table
 
-        table = Table(title=f"{self.spec.task} ablation {self.spec.id} · budget {_budget_text(self.spec.budget)}"
-                            f" · limit {self.spec.limit}")
+        table = Table(title=escape(f"{self.spec.task} ablation {self.spec.id} · budget "
+                                   f"{_budget_text(self.spec.budget)} · limit {self.spec.limit}"))
         table.add_column("arm")
         for seed in self.spec.seeds:
             table.add_column(f"seed {seed}")
         for arm in self.spec.arms:
-            table.add_row(arm, *(self.cells[f"{arm}-s{s}"] for s in self.spec.seeds))
+            table.add_row(escape(arm), *(self.cells[f"{arm}-s{s}"] for s in self.spec.seeds))
         return table
 
     def _show(self) -> None:
@@ -231,34 +205,25 @@ class Board:
         self._show()
 
     def event(self, job: Job, kind: str, **info: Any) -> None:
+        from rich.markup import escape
+
         if kind == "generation":
-            self.cells[job.key] = f"[cyan]gen {info.get('index')}[/]: {info.get('note', '')}"[:60]
+            self.cells[job.key] = f"[cyan]gen {info.get('index')}[/]: " + escape(str(info.get("note", ""))[:45])
             self._show()
 
     def poll(self) -> None:
         for key, job in list(self.running.items()):
-            try:
-                record = RunRecord.load(Path(job.run_dir))
-            except (FileNotFoundError, ValueError, json.JSONDecodeError):
-                continue
-            best = record.generations[-1].best_so_far if record.generations else None
-            self.cells[key] = f"[cyan]gen {len(record.generations)}[/]" + (f" best {best:.3f}" if best is not None
-                                                                            else "")
+            best, n = _progress_of(job)
+            if n is not None:
+                self.cells[key] = f"[cyan]gen {n}[/]" + (f" best {best:.3f}" if best is not None else "")
         self._show()
 
     def finished(self, result: JobResult) -> None:
-        key = result.job.key
-        self.running.pop(key, None)
-        if not result.ok:
-            self.cells[key] = "[red]failed[/]: " + (result.error.strip().splitlines() or ["?"])[-1][:50]
-        else:
-            record = RunRecord.load(Path(result.job.run_dir))
-            m = record.task["metric"]
-            final = record.final or {}
-            val, test = final.get("val", {}).get(m), final.get("test", {}).get(m)
-            note = "done earlier" if result.skipped else "done"
-            self.cells[key] = f"[green]{note}[/] val {val:.3f} test {test:.3f}" if val is not None and \
-                test is not None else f"[green]{note}[/]"
+        from rich.markup import escape
+
+        self.running.pop(result.job.key, None)
+        ok, text = _outcome(result)
+        self.cells[result.job.key] = f"[green]{escape(text)}[/]" if ok else f"[red]{escape(text)}[/]"
         self._show()
 
     def __enter__(self) -> "Board":
@@ -269,39 +234,125 @@ class Board:
         self.live.stop()
 
 
+class PlainBoard:
+    """The same reports as plain, flushed lines (for logs): job starts and ends, and each job's loop events."""
+
+    def __init__(self, spec: AblationSpec, stream: Any = None):
+        import time
+
+        from sia_bench.progress import PlainLog
+
+        self.spec, self.started_at = spec, time.perf_counter()
+        self.log = PlainLog(stream, started=self.started_at)
+        self.logs: dict[str, PlainLog] = {}
+        self.seen: dict[str, int] = {}
+        self.running: dict[str, Job] = {}
+        self.total = len(spec.arms) * len(spec.seeds)
+        self.done = 0
+
+    def started(self, job: Job) -> None:
+        from sia_bench.progress import PlainLog
+
+        self.running[job.key] = job
+        self.logs[job.key] = PlainLog(self.log.stream, prefix=f"{job.key}: ", started=self.started_at)
+        self.log.line(f"{job.key}: started ({self.done}/{self.total} runs done)")
+
+    def event(self, job: Job, kind: str, **info: Any) -> None:
+        self.logs[job.key](kind, **info)
+
+    def poll(self) -> None:  # jobs in other processes: report each new finished generation
+        for key, job in list(self.running.items()):
+            best, n = _progress_of(job)
+            if n is not None and n != self.seen.get(key):
+                self.seen[key] = n
+                self.log.line(f"{key}: {n} generation(s) finished" + (f", best val {best:.4f}" if best is not None
+                                                                        else ""))
+
+    def finished(self, result: JobResult) -> None:
+        self.running.pop(result.job.key, None)
+        self.done += 1
+        ok, text = _outcome(result)
+        self.log.line(f"{result.job.key}: {text} ({self.done}/{self.total} runs done)")
+
+    def __enter__(self) -> "PlainBoard":
+        self.log.line(f"{self.spec.task} ablation {self.spec.id}: {', '.join(self.spec.arms)} x seeds "
+                      f"{', '.join(map(str, self.spec.seeds))}; budget {_budget_text(self.spec.budget)}; limit "
+                      f"{self.spec.limit}")
+        return self
+
+    def __exit__(self, *exc: Any) -> None: ...
+
+
+def _progress_of(job: Job) -> tuple[float | None, int | None]:
+    """Best val so far and finished generations of a running job, from its run.json (None when not readable yet)."""
+    try:
+        record = RunRecord.load(Path(job.run_dir))
+    except (FileNotFoundError, ValueError):
+        return None, None
+    return (record.generations[-1].best_so_far if record.generations else None), len(record.generations)
+
+
+def _outcome(result: JobResult) -> tuple[bool, str]:
+    if not result.ok:
+        return False, "failed: " + (result.error.strip().splitlines() or ["?"])[-1][:80]
+    note = "done earlier" if result.skipped else "done"
+    try:
+        record = RunRecord.load(Path(result.job.run_dir))
+    except (FileNotFoundError, ValueError):
+        return True, note
+    m = record.task["metric"]
+    final = record.final or {}
+    val, test = final.get("val", {}).get(m), final.get("test", {}).get(m)
+    return True, f"{note} val {val:.3f} test {test:.3f}" if val is not None and test is not None else note
+
+
 def _budget_text(budget: Budget) -> str:
     return ", ".join(f"{k}={v}" for k, v in budget.model_dump().items() if v is not None)
 
 
 # -- command line ---------------------------------------------------------------------------------------------------
 def spec_from_args(args: argparse.Namespace) -> AblationSpec:
-    from sia_bench.cli import _budget, _kv
+    """The ablation the flags ask for; every bad value is a ConfigError naming its flag."""
+    from sia_bench.config import HarnessStart
 
     arms = [a.strip() for a in args.improvers.split(",") if a.strip()]
     if args.seeds < 1:
-        raise ValueError("--seeds must be at least 1")
-    budget = _budget(argparse.Namespace(budget=args.budget, generations=args.generations))
+        raise ConfigError("--seeds must be at least 1")
+    if args.seed_start < 0:
+        raise ConfigError("--seed-start must be 0 or more")
+    if args.limit < 0:
+        raise ConfigError("--limit must be 0 (whole splits) or more")
+    budget = parse_budget(args.budget, args.generations)
     return AblationSpec(task=args.task, arms=arms, seeds=list(range(args.seed_start, args.seed_start + args.seeds)),
-                        task_options=_kv(args.T, "-T"), improver_options=split_improver_options(_kv(args.I, "-I"), arms),
-                        model=args.model, model_options=_kv(args.M, "-M"), feedback_model=args.feedback_model,
-                        feedback_options=_kv(args.F, "-F"), limit=args.limit or None, budget=budget)
+                        task_options=parse_pairs(args.T, "-T"),
+                        improver_options=split_improver_options(parse_pairs(args.I, "-I"), arms),
+                        model=args.model, model_options=parse_pairs(args.M, "-M"),
+                        feedback_model=args.feedback_model, feedback_options=parse_pairs(args.F, "-F"),
+                        limit=args.limit or None, budget=budget,
+                        harness=HarnessStart(dir=args.harness, params=parse_pairs(args.H, "-H")))
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from sia_bench.cli import console, err_console
 
-    spec = spec_from_args(args)
-    folder = Path(args.ablation_dir) if args.ablation_dir else None
-    facts = prepare(spec)  # fills the default rollout cap so that the board and the folder name show the matched budget
-    target = folder or ablation_dir(Path(args.out), spec)
-    with Board(spec, target, err_console if not args.quiet else _null_console()) as board:
+    spec, facts = prepare(spec_from_args(args))  # resolved; the board and the folder name show the matched budget
+    make_executor(args.executor, args.workers, args.address)  # bad executor flags fail before any folder exists
+    target = Path(args.ablation_dir) if args.ablation_dir else ablation_dir(Path(args.out), spec)
+    if args.quiet:
+        board: Any = Board(spec, target, _null_console())
+    elif err_console.is_terminal:
+        board = Board(spec, target, err_console)
+    else:
+        board = PlainBoard(spec, err_console.file)
+    with board:
         folder, results = run_ablation(spec, Path(args.out), executor=args.executor, workers=args.workers,
                                        address=args.address, folder=target, reporter=board, facts=facts)
     failed = [r for r in results if not r.ok]
     for r in failed:
-        err_console.print(f"[red]{r.job.key} failed[/]:\n{r.error.strip()}")
-    console.print(f"ablation folder: {folder} ({len(results) - len(failed)}/{len(results)} runs finished)")
-    console.print(f"tables: sia-bench leaderboard {folder} --out leaderboard/")
+        err_console.print(f"{r.job.key} failed:\n{r.error.strip()}", markup=False, highlight=False)
+    console.print(f"ablation folder: {folder} ({len(results) - len(failed)}/{len(results)} runs finished)",
+                  markup=False, highlight=False)
+    console.print(f"tables: sia-bench leaderboard {folder} --out leaderboard/", markup=False, highlight=False)
     return 1 if failed else 0
 
 
@@ -317,15 +368,17 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     report = build_leaderboard([Path(p) for p in args.run_dirs], Path(args.out))
     for note in report.skipped:
-        err_console.print(f"[yellow]skipped[/] {note}")
+        err_console.print(f"skipped {note}", markup=False, highlight=False)
     for path in report.files:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {path}", markup=False, highlight=False)
     if not report.files:
-        raise ValueError(f"no finished run records under {', '.join(args.run_dirs)}")
+        raise ConfigError(f"no finished run records under {', '.join(args.run_dirs)}")
     return 0
 
 
 def add_commands(sub: Any) -> None:
+    from sia_bench.cli import add_run_options
+
     a = sub.add_parser("ablate", help="run every arm x seed at one matched budget")
     a.add_argument("--task", required=True)
     a.add_argument("--improvers", default=",".join(DEFAULT_ARMS), help="comma-separated arms (default: %(default)s)")
@@ -333,12 +386,11 @@ def add_commands(sub: Any) -> None:
     a.add_argument("--seed-start", type=int, default=0, help="first seed (default: %(default)s)")
     a.add_argument("--generations", type=int, default=DEFAULT_GENERATIONS,
                    help="generation budget of every arm (default: %(default)s)")
-    a.add_argument("--budget", action="append", help="more budget fields, k=v: task_rollouts (default: "
-                   f"{DEFAULT_ROLLOUT_PASSES} val passes per generation), task_tokens, wall_seconds, patience, target")
+    a.add_argument("--budget", action="append", help=f"more budget fields, k=v: {Budget.help()}; task_rollouts "
+                   f"defaults to {DEFAULT_ROLLOUT_PASSES} val passes per generation")
     a.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
                    help="val and test instances per run, fixed subset (default: %(default)s; 0 = whole splits)")
     a.add_argument("--model", default="hf", help="task model backend[:name] (default: %(default)s)")
-    a.add_argument("--feedback-model", help="Feedback-Agent model backend[:name] (default: heuristic proposer)")
     a.add_argument("--out", default="runs", help="parent of the ablation folder (default: %(default)s)")
     a.add_argument("--ablation-dir", help="exact ablation folder (default: OUT/<task>-ablation-<id>)")
     a.add_argument("--executor", choices=["local", "ray"], default="local")
@@ -346,9 +398,7 @@ def add_commands(sub: Any) -> None:
                                                           "ray: CPUs of the local Ray instance")
     a.add_argument("--address", help="ray: address of an existing cluster (default: start a local instance)")
     a.add_argument("--quiet", action="store_true")
-    for flag, what in (("-T", "task"), ("-I", "improver (arm:key=v for one arm)"), ("-M", "task model"),
-                       ("-F", "feedback model")):
-        a.add_argument(flag, action="append", metavar="K=V", help=f"{what} option")
+    add_run_options(a, improver_help="improver option (arm:key=v for one arm)")
     a.set_defaults(func=cmd_ablate)
     lb = sub.add_parser("leaderboard", help="Markdown, CSV, PNG and HTML tables from run and baseline records")
     lb.add_argument("run_dirs", nargs="*", default=["runs"], help="folders searched recursively (default: runs)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sia_bench.ablate import AblationSpec, check_folder, prepare, split_improver_options
+from sia_bench.ablate import ID_SCHEME, AblationSpec, check_folder, prepare, split_improver_options
 from sia_bench.cli import main
 from sia_bench.records import Budget, RunRecord
 
@@ -27,9 +27,12 @@ def test_ablate_end_to_end_then_resume_then_leaderboard(tmp_path, capsys):
     assert [r.seed for r in records] == [0, 1] and all(r.limit == 2 for r in records)
     assert {r.generations[0].candidate.harness_digest for r in records} == {manifest["starting_harness"]}
 
-    # killed run: only config.json left behind -> the same command resumes it and leaves the finished one alone
+    # a run killed before its test pass -> the same command resumes it and leaves the finished one alone
     kept = (folder / "none-s0" / "run.json").read_bytes()
-    (folder / "none-s1" / "run.json").unlink()
+    killed = RunRecord.load(folder / "none-s1")
+    killed.status, killed.final = "running", {}
+    killed.save(folder / "none-s1")
+    (folder / "none-s1" / "final" / "summary.json").unlink()
     assert main(argv) == 0
     assert (folder / "none-s0" / "run.json").read_bytes() == kept
     assert RunRecord.load(folder / "none-s1").status == "finished"
@@ -57,10 +60,31 @@ def test_bad_arms_fail_before_anything_runs(tmp_path, capsys):
         prepare(AblationSpec(task="toy_arithmetic", arms=["none", "none"], seeds=[0]))
 
 
+def test_ablation_id_ignores_flag_and_arm_order_and_default_values():
+    """The id is a digest of the resolved settings: the order of -I flags or arms, and options given at their
+    default value, do not change it; an arm-scoped -I wins over a global one whatever the order."""
+    def spec(arms, options, **kw):
+        return prepare(AblationSpec(task="toy_arithmetic", arms=arms, seeds=[0], model="tiny", limit=2,
+                                    improver_options=split_improver_options(options, arms), **kw))[0]
+
+    a = spec(["none", "h"], {"h:minibatch": "8", "h:edit_budget": "2"})
+    b = spec(["h", "none"], {"h:edit_budget": "2", "h:minibatch": "8"})
+    c = spec(["none", "h"], {"h:edit_budget": "2", "h:minibatch": "8", "h:edit_schedule": "linear"},
+             task_options={"max_operand": "20"})
+    assert a.id == b.id == c.id
+    assert spec(["none", "h"], {"h:minibatch": "4"}).id != a.id
+    assert split_improver_options({"minibatch": 4, "h:minibatch": 8}, ["h", "wh"]) == \
+        split_improver_options({"h:minibatch": 8, "minibatch": 4}, ["h", "wh"]) == \
+        {"h": {"minibatch": 8}, "wh": {"minibatch": 4}}
+
+
 def test_a_folder_started_with_other_settings_is_refused(tmp_path):
     spec = AblationSpec(task="toy_arithmetic", arms=["none"], seeds=[0], model="tiny", limit=2)
-    (tmp_path / "ablation.json").write_text(json.dumps({**spec.comparable(), "id": spec.id}))
+    (tmp_path / "ablation.json").write_text(json.dumps({**spec.comparable(), "id": spec.id, "id_scheme": ID_SCHEME}))
     check_folder(tmp_path, spec)  # same settings: fine
     other = AblationSpec(task="toy_arithmetic", arms=["none"], seeds=[0], model="tiny", limit=4)
     with pytest.raises(ValueError, match="limit differ"):
         check_folder(tmp_path, other)
+    (tmp_path / "ablation.json").write_text(json.dumps({"id": "0123456789"}))
+    with pytest.raises(ValueError, match="older sia-bench"):
+        check_folder(tmp_path, spec)

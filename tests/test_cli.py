@@ -25,7 +25,7 @@ def test_run_show_and_resume_finished(tmp_path, capsys):
     (["run", "--task", "toy_arithmetc"], "Did you mean 'toy_arithmetic'"),
     (["run", "--task", "toy_arithmetic", "--improver", "hh"], "unknown improver 'hh'"),
     (["run", "--task", "toy_arithmetic", "-T", "max_operand=lots"], "max_operand"),
-    (["run", "--task", "toy_arithmetic", "-T", "colour=red"], "has no option 'colour'"),
+    (["run", "--task", "toy_arithmetic", "-T", "colour=red"], "task 'toy_arithmetic' has no such option"),
     (["run", "--task", "toy_arithmetic", "--model", "tiny", "-I", "edit_budget"], "takes key=value"),
     (["run", "--task", "toy_arithmetic", "--budget", "gens=3"], "--budget"),
     (["show", "/nonexistent/run"], "not a run directory"),

@@ -11,12 +11,13 @@ Prompts are versioned template files under ``sia_bench/prompts``.
 from __future__ import annotations
 
 import json
+import math
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence, Union
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sia_bench.agent import Trajectory
 from sia_bench.harness import Harness, Patch, PatchError
@@ -26,9 +27,13 @@ from sia_bench.records import GenerationRecord, Ledger
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
 FEEDBACK_TEMPLATE = "feedback.v1.md"
 EXCERPT = 360
+MAX_ANSWER_CHARS = 60_000  # far above what the token budget lets a model write; longer answers are refused unread
+STRICT = ConfigDict(allow_inf_nan=False)
 
 
 class HarnessPatchAction(BaseModel):
+    model_config = STRICT
+
     type: Literal["harness_patch"] = "harness_patch"
     op: Literal["append", "insert_after", "replace", "delete", "set_param"]
     target: str = "SKILL.md"
@@ -43,6 +48,8 @@ class HarnessPatchAction(BaseModel):
 
 
 class WeightUpdateAction(BaseModel):
+    model_config = STRICT
+
     type: Literal["weight_update"] = "weight_update"
     algo: Literal["grpo", "rft", "entropic"] = "grpo"
     steps: int = Field(2, ge=1, le=200)
@@ -54,6 +61,8 @@ class WeightUpdateAction(BaseModel):
 
 
 class StopAction(BaseModel):
+    model_config = STRICT
+
     type: Literal["stop"] = "stop"
     rationale: str = ""
 
@@ -62,6 +71,8 @@ Action = Annotated[Union[HarnessPatchAction, WeightUpdateAction, StopAction], Fi
 
 
 class FeedbackResponse(BaseModel):
+    model_config = STRICT
+
     diagnosis: str = ""
     actions: list[Action] = Field(default_factory=list)
 
@@ -182,21 +193,53 @@ class FeedbackResult:
     prompts: list[str] = field(default_factory=list)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows here; use a finite number")
+
+
 def extract_json(text: str) -> dict[str, Any]:
-    """The first JSON object in ``text`` (fenced or bare); raises ValueError with a reason."""
-    decoder = json.JSONDecoder()
+    """The first JSON object in ``text`` (fenced or bare); raises ValueError with a reason, and nothing else, for
+    any text: too deep, NaN/Infinity, numbers too long to convert, lone surrogates."""
+    if len(text) > MAX_ANSWER_CHARS:
+        raise ValueError(f"the answer is {len(text):,} characters; answer with one short JSON object")
+    decoder = json.JSONDecoder(parse_constant=_no_constant)
     start = text.find("{")
     while start != -1:
         try:
             obj, _ = decoder.raw_decode(text[start:])
-            if isinstance(obj, dict):
-                return obj
+        except RecursionError:
+            raise ValueError("the JSON is nested too deeply; answer with one flat object") from None
         except json.JSONDecodeError:
-            pass
+            obj = None
+        except ValueError as err:  # NaN/Infinity, or a number of more than 4,300 digits
+            raise ValueError(f"the JSON holds an unusable value: {str(err)[:120]}") from None
+        if isinstance(obj, dict):
+            _check_values(obj)
+            return obj
         start = text.find("{", start + 1)
     if "{" in text:
         raise ValueError("the JSON object is incomplete (was the answer cut off at the token limit? keep texts short)")
     raise ValueError("no JSON object found in the answer")
+
+
+def _check_values(obj: Any) -> None:
+    """Every string must be writable as UTF-8 (no lone surrogates) and every float finite; iterative, so depth
+    cannot exhaust the stack."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("the JSON holds a string that is not valid UTF-8 (a lone surrogate escape)") from None
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("the JSON holds a number that is not finite")
 
 
 def validate_response(text: str, allowed: Sequence[str], harness: Harness | None = None,

@@ -126,14 +126,19 @@ def resolve_data_dir(option: str | None, need_lawbench191: bool = True,
 
 # -- reading files ----------------------------------------------------------------------------------------------------
 def read_text(path: Path, notes: list[str]) -> str:
-    """UTF-8 (with or without BOM); GB18030 as a fallback that is recorded in ``notes``."""
+    """UTF-8 (with or without BOM); GB18030 as a fallback that is recorded in ``notes``. A UTF-8 file cut inside its
+    last character (an interrupted copy) keeps everything before the cut, with a note."""
     if not path.exists():
         raise TaskError(f"data file {path} is missing")
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
+    except UnicodeDecodeError as err:
+        if err.end == len(raw) and err.start >= len(raw) - 3 and "unexpected end" in err.reason:
+            text = raw[:err.start].decode("utf-8-sig")
+            notes.append(f"{path.name}: the file ends inside a UTF-8 character (cut copy?); the last "
+                         f"{len(raw) - err.start} byte(s) were dropped")
+            return text
     try:
         text = raw.decode("gb18030")
     except UnicodeDecodeError as err:
@@ -143,7 +148,9 @@ def read_text(path: Path, notes: list[str]) -> str:
 
 
 def _check_bad(path: Path, bad: int, total: int, notes: list[str], examples: list[str]) -> None:
-    if total == 0 or bad > MAX_BAD_FRACTION * total:
+    if total == 0:
+        raise TaskError(f"{path} holds no data rows (the file is empty); point the option at the real data file")
+    if bad > MAX_BAD_FRACTION * total:
         raise TaskError(f"{path} looks corrupt: {bad} of {total} rows unusable (e.g. {'; '.join(examples[:3])})")
     if bad:
         notes.append(f"{path.name}: skipped {bad} of {total} rows ({'; '.join(examples[:3])})")
@@ -298,4 +305,29 @@ def load_cail(path: Path) -> tuple[dict[str, list[Case]], list[str], list[str] |
     official = None
     if accu.exists():
         official = [strip_brackets(x) for x in read_text(accu, notes).splitlines() if x.strip()]
+    notes += label_shift_notes(splits, official)
     return splits, notes, official
+
+
+def label_shift_notes(splits: dict[str, list[Case]], official: list[str] | None) -> list[str]:
+    """Say when the charges of val/test differ from those of train, and how many cases a label set taken from train
+    (what the task uses without ``accu.txt``) leaves out: such cases are dropped, which must never go unnoticed."""
+    if "train" not in splits:
+        return []
+    train = {x for c in splits["train"] for x in c.labels}
+    known = set(official) if official is not None else train
+    notes = []
+    for name in ("val", "test"):
+        cases = splits.get(name) or []
+        charges = {x for c in cases for x in c.labels}
+        if not cases or charges <= train:
+            continue
+        outside = sum(1 for c in cases if not set(c.labels) <= known)
+        notes.append(f"label shift: train and {name} share {len(charges & train)} of {len(charges | train)} charges "
+                     f"({len(charges - train)} occur in {name} only)")
+        if outside:
+            where = "accu.txt" if official is not None else "the charges seen in train (no accu.txt beside the data)"
+            notes.append(f"WARNING: {outside} of {len(cases)} {name} cases have a gold charge outside the label set, "
+                         f"{where}, and are dropped" + ("" if official is not None else
+                                                       "; put CAIL2018's accu.txt beside the files to keep them"))
+    return notes

@@ -1,6 +1,8 @@
 """Map a model's free text to charge names of the label set: exact, then normalised, then closest by edit distance.
 
-The method that matched is returned so that trajectories show how much the parser, not the model, did.
+The method that matched is returned so that trajectories show how much the parser, not the model, did. Parsing is
+bounded: only the first :data:`MAX_ANSWER_CHARS` characters are read, and edit distances are only computed where they
+can still lead to a match, so a rambling 10,000-character answer costs milliseconds.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ _PREFIX = re.compile(r"^\s*(?:\[?罪名\]?|charges?|accusation|答案|answer|预
 _SUFFIX = re.compile(r"(?:<eoa>|</s>|<\|im_end\|>).*$", re.S)
 _SPLIT = re.compile(r"[;；,，/|\n]+|\s+and\s+")  # not 、: it occurs inside charge names
 _PUNCT = re.compile(r"[\s\"'“”‘’「」《》<>()（）.。!！?？*`#:：]+")
+MAX_ANSWER_CHARS = 4000  # charge names are short; the rest of a longer answer is never needed
 
 
 def normalise(name: str) -> str:
@@ -47,9 +50,11 @@ class ChargeParser:
             self.by_norm.setdefault(normalise(label), label)
         # longest first, so 信用卡诈骗 is found before 诈骗 when scanning free text
         self.by_length = sorted(self.by_norm, key=len, reverse=True)
+        # the largest edit distance any label accepts: beyond it no answer can match by edit distance
+        self.max_distance = max((max(1, len(k) // 2) for k in self.by_norm), default=1)
 
     def clean(self, text: str) -> str:
-        text = _SUFFIX.sub("", text or "").strip()
+        text = _SUFFIX.sub("", (text or "")[:MAX_ANSWER_CHARS]).strip()
         first = next((line for line in text.splitlines() if line.strip()), "")
         return _PREFIX.sub("", first).strip()
 
@@ -67,10 +72,14 @@ class ChargeParser:
         for key in self.by_length:  # a label named inside a longer phrase: 被告人构成故意伤害罪
             if len(key) >= 2 and key in norm:
                 return self.by_norm[key], "contained"
+        # The closest label (first on ties), accepted within half its length. Distances above the largest accepted
+        # one cannot matter, so they are neither computed in full nor, when the lengths alone rule them out, at all.
         best, best_d = None, None
         for key in self.by_norm:
-            d = edit_distance(norm, key, best_d)
-            if best_d is None or d < best_d:
+            if abs(len(norm) - len(key)) > self.max_distance:
+                continue
+            d = edit_distance(norm, key, self.max_distance if best_d is None else min(best_d, self.max_distance))
+            if d <= self.max_distance and (best_d is None or d < best_d):
                 best, best_d = key, d
         if best is None or best_d > max(1, len(best) // 2):
             return None, "no_match"
