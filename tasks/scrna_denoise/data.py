@@ -247,6 +247,9 @@ def pip_download_sdist(requirement: str, dest: Path) -> Path:
 def fetch_mouse10k(cache: Path, download: Callable[[str, Path], Path] = pip_download_sdist) -> Path:
     """Extract ``tests/_data/10x-10k-subset.zarr`` from the scanpy sdist into ``cache``, verified by checksum."""
     target = cache / "scrna_denoise" / MOUSE10K_NAME
+    if target.resolve().is_relative_to(data_dir().resolve()):
+        raise TaskError(f"refusing to fetch into {target}: it lies inside the shared data folder {data_dir()}; "
+                        "point $SIA_BENCH_CACHE elsewhere")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         archive = download(MOUSE10K_SDIST, Path(tmp))
@@ -296,10 +299,12 @@ def load_mouse10k(fetch: Callable[[Path], Path] | None = None) -> CountData:
     path = mouse10k_path(fetch)
     data = load_user(path)
     if counts_sha256(data.counts) != MOUSE10K_SHA256:
-        if path.parent != cache_dir() / "scrna_denoise":
+        cached = cache_dir().resolve() / "scrna_denoise" / MOUSE10K_NAME
+        shared = data_dir().resolve()
+        if path.resolve() != cached or cached.is_relative_to(shared):  # never delete anything but our own cache
             raise TaskError(f"mouse10k at {path} does not match its checksum ({MOUSE10K_SHA256[:16]}...); "
                             "restore it, or remove it to use a verified download")
-        shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(cached, ignore_errors=True)
         path = (fetch or fetch_mouse10k)(cache_dir())
         data = load_user(path)
         if counts_sha256(data.counts) != MOUSE10K_SHA256:

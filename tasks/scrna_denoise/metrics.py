@@ -47,6 +47,8 @@ def _nonzero(x: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _gather(m, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    if rows.size == 0:  # scipy's fancy indexing with no indices returns a sparse matrix, not an empty array
+        return np.zeros(0)
     return np.asarray(m[rows, cols]).ravel()
 
 

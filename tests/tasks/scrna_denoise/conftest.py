@@ -1,7 +1,23 @@
-"""Shared fixtures: a private cache directory and small synthetic count matrices written by the tests."""
+"""Shared fixtures: a private cache directory, small synthetic count matrices written by the tests, and mouse10k."""
 
 import numpy as np
 import pytest
+
+from sia_bench.task import TaskError
+from tasks.scrna_denoise import data as scdata
+
+
+@pytest.fixture(scope="session")
+def mouse10k_store():
+    """mouse10k's zarr store: ``../shared/data`` when present, else the user's cache, else fetched into that cache
+    from the scanpy sdist (pip). Skips only when none of these works (e.g. no package registry)."""
+    shared = scdata.data_dir() / "scrna_denoise" / scdata.MOUSE10K_NAME
+    if (shared / "X").exists():
+        return shared
+    try:
+        return scdata.mouse10k_path()  # resolved before any test points SIA_BENCH_CACHE at a temporary folder
+    except TaskError as err:
+        pytest.skip(f"mouse10k is neither in {shared} nor fetchable: {err}")
 
 
 @pytest.fixture(autouse=True)

@@ -161,10 +161,82 @@ def test_pbmc68k_counts_are_integral():
     assert data.counts.sum() > 100_000
 
 
-def test_mouse10k_from_shared_data():
-    path = scdata.data_dir() / "scrna_denoise" / scdata.MOUSE10K_NAME
-    if not path.exists():
-        pytest.skip(f"reference data absent: {path}")
-    assert scdata._zarr_checksum(path) == scdata.MOUSE10K_SHA256
+def test_mouse10k_is_verified_on_load(mouse10k_store, monkeypatch):
+    monkeypatch.setenv("SIA_BENCH_DATA", str(mouse10k_store.parents[1]))
     data = scdata.drop_empty(scdata.load_mouse10k())
     assert data.counts.shape[1] == 715 and data.counts.shape[0] <= 10_000
+    if mouse10k_store.resolve().is_relative_to(scdata.cache_dir().resolve()):
+        return  # fetched into the cache: the shared-copy case below does not apply
+    monkeypatch.setattr(scdata, "MOUSE10K_SHA256", "0" * 64)  # as if the shared copy had been altered
+    fetched = []
+    with pytest.raises(TaskError, match="does not match its checksum"):
+        scdata.load_mouse10k(fetch=lambda cache: fetched.append(cache) or cache)
+    assert fetched == [] and (mouse10k_store / "X").exists()  # a shared copy is never deleted or replaced
+
+
+def test_a_tampered_cached_mouse10k_is_fetched_again(tmp_path, counts, monkeypatch):
+    import anndata
+
+    cached = scdata.cache_dir() / "scrna_denoise" / scdata.MOUSE10K_NAME
+    anndata.AnnData(counts).write_zarr(cached)
+    good = tmp_path / "fresh.zarr"
+    anndata.AnnData(counts + 1).write_zarr(good)
+    monkeypatch.setenv("SIA_BENCH_DATA", str(tmp_path / "no-shared"))
+    monkeypatch.setattr(scdata, "MOUSE10K_SHA256", scdata.counts_sha256(scdata.to_counts(counts + 1)))
+    fetched = []
+    data = scdata.load_mouse10k(fetch=lambda cache: fetched.append(cache) or good)
+    assert fetched == [scdata.cache_dir()] and np.array_equal(data.counts.toarray(), counts + 1)
+    assert not cached.exists()  # the tampered copy is gone
+
+
+def _write_10x_h5(path, genomes, counts, legacy):
+    """A tiny 10x .h5 (cells x genes ``counts`` per genome): Cell Ranger 2 layout (one group per genome) or 3."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        if legacy:
+            for name, x in zip(genomes, counts):
+                m = sp.csc_matrix(x.T.astype(np.int32))  # stored genes x cells, CSC of the transpose = CSR
+                g = f.create_group(name)
+                g["data"], g["indices"], g["indptr"] = m.data, m.indices, m.indptr
+                g["shape"] = np.array(m.shape)
+                g["barcodes"] = np.array([f"C{i}".encode() for i in range(x.shape[0])])
+                g["gene_names"] = np.array([f"{name}_g{i}".encode() for i in range(x.shape[1])])
+                g["genes"] = np.array([f"{name}_id{i}".encode() for i in range(x.shape[1])])
+            return
+        x = np.hstack(counts)
+        m = sp.csc_matrix(x.T.astype(np.int32))
+        g = f.create_group("matrix")
+        g["data"], g["indices"], g["indptr"], g["shape"] = m.data, m.indices, m.indptr, np.array(m.shape)
+        g["barcodes"] = np.array([f"C{i}".encode() for i in range(x.shape[0])])
+        feats = g.create_group("features")
+        labels = [name for name, c in zip(genomes, counts) for _ in range(c.shape[1])]
+        feats["genome"] = np.array([n.encode() for n in labels])
+        feats["name"] = np.array([f"{n}_g{i}".encode() for i, n in enumerate(labels)])
+        feats["id"] = np.array([f"{n}_id{i}".encode() for i, n in enumerate(labels)])
+        feats["feature_type"] = np.array([b"Gene Expression"] * len(labels))
+
+
+@pytest.mark.parametrize("legacy", [True, False], ids=["cellranger2", "cellranger3"])
+def test_multi_genome_10x_h5_needs_a_genome(tmp_path, counts, legacy):
+    """Issue 17: a 10x .h5 with several genomes asks for one; -T genome= picks it."""
+    human, mouse = counts[:, :30], counts[:, 30:] + 1
+    path = tmp_path / "barnyard.h5"
+    _write_10x_h5(path, ["hg19", "mm10"], [human, mouse], legacy)
+    assert scdata.genomes_10x(path) == ["hg19", "mm10"]
+    with pytest.raises(TaskError, match="several genomes .hg19, mm10.; choose one with -T genome=NAME"):
+        scdata.load_user(path)
+    picked = scdata.load_user(path, genome="mm10")
+    assert np.array_equal(picked.counts.toarray(), mouse) and "genome mm10" in picked.source
+    with pytest.raises(TaskError, match="genome=rn6: barnyard.h5 holds the genomes hg19, mm10"):
+        scdata.load_user(path, genome="rn6")
+    single = tmp_path / "single.h5"
+    _write_10x_h5(single, ["hg19"], [human], legacy)
+    assert np.array_equal(scdata.load_user(single).counts.toarray(), human)
+
+
+def test_genome_applies_to_10x_files_only(h5ad_path):
+    with pytest.raises(TaskError, match="10x .h5 files only"):
+        scdata.load_user(h5ad_path, genome="hg19")
+    with pytest.raises(TaskError, match="user's 10x .h5 file"):
+        scdata.load_dataset("pbmc68k", genome="hg19")

@@ -93,3 +93,11 @@ def test_fast_paths_equal_the_dense_formulas(counts, sparse_test, sparse_den):
     assert metrics.poisson(train, t, d) == pytest.approx(metrics.poisson_nll_loss(den * scale, dense_test), rel=1e-10)
     assert metrics.poisson_openproblems(train, t, d) == pytest.approx(
         metrics.poisson_nll_loss(dense_test, den * scale), rel=1e-10)
+
+
+def test_empty_held_out_counts_give_finite_losses():
+    """Issue 17: a held-out part with no molecules crashed the Poisson scorers (NotImplementedError)."""
+    train, test = sp.csr_matrix(np.array([[1.0, 2.0], [3.0, 0.0]])), sp.csr_matrix((2, 2))
+    for den in (train, train.toarray()):
+        losses = metrics.all_losses(train, test, den)
+        assert all(np.isfinite(v) for v in losses.values()) and losses["poisson"] == 0.0
