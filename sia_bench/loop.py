@@ -16,10 +16,12 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from sia_bench import metering
 from sia_bench.agent import Agent
 from sia_bench.config import Budget, HarnessStart, RunConfig, resolve_run  # noqa: F401  (Budget re-exported)
 from sia_bench.harness import Harness, PatchError
 from sia_bench.improvers.base import Improver, LoopState, Proposal
+from sia_bench.memo import ResultMemo
 from sia_bench.models.base import Model
 from sia_bench.records import Candidate, GenerationRecord, JsonlWriter, Ledger, RunRecord, atomic_write_json, \
     environment, now
@@ -80,7 +82,8 @@ class Loop:
     """One run: build (or receive) task, model and improver, then iterate generations into ``run_dir``."""
 
     def __init__(self, config: RunConfig, run_dir: Path, *, task: Task | None = None, model: Model | None = None,
-                 feedback_model: Model | None = None, events: EventHook | None = None):
+                 feedback_model: Model | None = None, events: EventHook | None = None,
+                 memo: ResultMemo | None = None):
         self._check_models = model is None
         config, self.run_dir = resolve_run(config, self._check_models), Path(run_dir)
         self.events = events or (lambda *a, **k: None)
@@ -98,7 +101,9 @@ class Loop:
 
             feedback_model = build_model(config.feedback_model, **config.feedback_options)
         self.feedback_model = feedback_model
-        self.agent = Agent(self.task, self.model)
+        if feedback_model is not None:
+            feedback_model.meter_purpose = "feedback"  # its calls are charged as such unless a scope says otherwise
+        self.agent = Agent(self.task, self.model, memo)
         self.metric = self.task.metric
         self._eval_cache: dict[tuple[str, str | None], dict[str, float]] = {}
 
@@ -142,6 +147,8 @@ class Loop:
             return f"task-token budget reached ({led.task_tokens()} >= {b.task_tokens})"
         if b.wall_seconds is not None and led.wall_seconds >= b.wall_seconds:
             return f"wall-time budget reached ({led.wall_seconds:.0f} s)"
+        if b.compute_flops is not None and led.total_flops() >= b.compute_flops:
+            return f"compute budget reached ({led.total_flops():.4g} >= {b.compute_flops:.4g} FLOPs)"
         best = record.generations[record.best_generation or 0].val.get(self.metric.name)
         if b.target is not None and best is not None and not self.metric.better(b.target, best):
             return f"target {b.target} reached ({best:.4f})"
@@ -196,11 +203,12 @@ class Loop:
                                                           generation_seed(self.config.seed, 0))
         if not record.generations:
             self._generation_zero(record, start_harness)
-        while (reason := self._stop_reason(record)) is None:
-            record.ledger.wall_seconds = wall_before + time.perf_counter() - started
-            self._generation(record, start_harness)
-            record.ledger.wall_seconds = wall_before + time.perf_counter() - started
-            record.save(self.run_dir)
+        with metering.compute_budget(record.budget.compute_flops, record.ledger.total_flops()):
+            while (reason := self._stop_reason(record)) is None:
+                record.ledger.wall_seconds = wall_before + time.perf_counter() - started
+                self._generation(record, start_harness)
+                record.ledger.wall_seconds = wall_before + time.perf_counter() - started
+                record.save(self.run_dir)
         record.stop_reason = reason or record.stop_reason
         self._final(record, start_harness)
         record.ledger.wall_seconds = wall_before + time.perf_counter() - started
@@ -259,7 +267,11 @@ class Loop:
                           else None, best_val=best_val, history=list(record.generations), ledger=record.ledger,
                           gen_ledger=led, budget=record.budget, seed=seed, workdir=gen_dir,
                           feedback_model=self.feedback_model)
-        proposal: Proposal = self.improver.propose(state)
+        try:
+            with metering.charging(led):
+                proposal: Proposal = self.improver.propose(state)
+        except metering.BudgetExhausted as err:  # the proposal is dropped whole; its spend stays in the ledger
+            proposal = Proposal(stop=True, reason=f"stopped by the compute budget while proposing: {err}")
         gen = GenerationRecord(index=index, proposer=proposal.proposer or self.improver.label(self.feedback_model),
                                diagnosis=proposal.diagnosis, actions=proposal.actions, levers=proposal.levers,
                                ledger=led, reason=proposal.reason)
@@ -279,7 +291,14 @@ class Loop:
                 gen.candidate = Candidate(harness_digest=harness.digest, harness_dir=f"gen_{index:03d}/harness",
                                           adapter_dir=adapter)
                 self.events("generation", index=index, note="scoring the candidate on val")
-                gen.val = self._evaluate(harness, adapter, "val", gen_dir / "val.jsonl", seed, led)
+                try:
+                    gen.val = self._evaluate(harness, adapter, "val", gen_dir / "val.jsonl", seed, led)
+                except metering.BudgetExhausted as err:  # never accepted half-scored
+                    gen.levers, gen.best_so_far = [*gen.levers, "stop"], best_value
+                    gen.reason = f"stopped by the compute budget before val was scored, not accepted: {err}"
+                    gen.seconds, gen.finished_at = time.perf_counter() - t0, now()
+                    self._commit(record, gen, gen_dir)
+                    return
                 value = gen.val.get(self.metric.name, float("nan"))
                 gen.accepted = self.metric.better(value, best_value if best_value is not None else float("nan"))
                 verdict = "kept: strict improvement on val" if gen.accepted else "rejected: no strict improvement on val"

@@ -130,3 +130,47 @@ def test_training_passes_are_charged_six_flops_per_parameter_token():
         with metering.model_call(model, training=True) as call:
             call.count(tokens_in=300)
     assert ledger.flops == {"train_step": 6 * 1_000 * 300}
+
+
+@dataclass
+class CallLog(SizedScripted):
+    """Keeps the FLOPs of every call it answered."""
+
+    log: list = None
+
+    def _generate(self, batch, params):
+        gens = super()._generate(batch, params)
+        self.log = (self.log or []) + [2 * self.parameters * sum(g.tokens_in + g.tokens_out for g in gens)]
+        return gens
+
+
+def test_loop_stops_on_the_compute_budget_within_one_call(tmp_path):
+    from sia_bench.config import Budget
+    from sia_bench.loop import Loop, RunConfig
+    from tests.doubles import adder
+
+    def run(name, **budget):
+        config = RunConfig(task="toy_arithmetic", improver="h", seed=3, limit=None,
+                           budget=Budget(generations=6, **budget))
+        model = CallLog(fn=adder())
+        return Loop(config, tmp_path / name, model=model).run(), model
+
+    free, free_model = run("free")
+    per_gen = [g.ledger.total_flops() for g in free.generations]
+    assert all(x > 0 for x in per_gen) and free.ledger.total_flops() == sum(per_gen)
+    # A generation that rolled out on train and then scored its candidate on val: spend exactly up to its train
+    # call, so the val call is refused and the generation must end unaccepted.
+    calls = [sum(g.ledger.calls.values()) for g in free.generations]
+    g = next(i for i, gen in enumerate(free.generations) if i > 0 and gen.candidate is not None and calls[i] >= 2)
+    limit = sum(free_model.log[:sum(calls[:g]) + 1])
+    capped, model = run("capped", compute_flops=limit)
+    assert capped.ledger.total_flops() == limit and len(capped.generations) == g + 1
+    last = capped.generations[-1]
+    assert not last.accepted and "stop" in last.levers and "compute budget" in last.reason and not last.val
+    assert "compute budget" in capped.stop_reason
+    assert capped.ledger.flops["test"] > 0 and capped.final["test"]  # test still scored once, never charged
+    # A limit inside a call: the call that crosses it finishes, nothing starts after it.
+    limit = sum(free_model.log[:sum(calls[:g]) + 1]) - free_model.log[sum(calls[:g])] / 2
+    capped, model = run("inside", compute_flops=limit)
+    assert limit < capped.ledger.total_flops() < limit + max(model.log)
+    assert "compute budget" in capped.stop_reason
