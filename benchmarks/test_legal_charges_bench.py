@@ -25,7 +25,7 @@ TOOLS = [("candidates", True), ("answer_mode", "rank"), ("retrieval", True), ("f
 def task():
     if not (REAL / "lawbench191" / "train.csv").exists():
         pytest.skip(f"reference data absent: {REAL}")
-    return LegalChargesTask(data_dir=str(REAL), max_fact_chars=300)
+    return LegalChargesTask(data_dir=str(REAL))
 
 
 def tooled(harness):

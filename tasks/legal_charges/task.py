@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from sia_bench.harness import Harness, ParamSpec, load_default_harness
-from sia_bench.task import (Answer, Instance, Metric, Prompt, Score, Task, TaskError, stratified_split,
-                            subsample)
+from sia_bench.task import (Answer, Instance, Metric, OptionError, Prompt, Score, Task, TaskError,
+                            stratified_split, subsample)
 from tasks.legal_charges import data as D
 from tasks.legal_charges.metrics import cail_score, macro_f1, set_f1
 from tasks.legal_charges.parser import ChargeParser
@@ -35,6 +35,8 @@ HARNESS_SPECS: dict[str, ParamSpec] = {
     "few_shot_selection": ParamSpec(str, "similar", choices=("similar", "random", "confused"),
                                     help="how few_shot demonstrations are picked from train"),
     "example_chars": ParamSpec(int, 120, min=20, max=2000, help="fact characters shown per retrieved case or demo"),
+    "fact_chars": ParamSpec(int, 300, min=0, max=20_000,
+                            help="the case's facts are cut to this many characters (0 = whole); the main prompt cost"),
     "label_list": ParamSpec(bool, False, help="put every valid charge name in the prompt (~2,400 tokens for 191)"),
     "parser": ParamSpec(str, "fuzzy", choices=("exact", "fuzzy"),
                         help="exact: exact or normalised names only; fuzzy: also contained names and edit distance"),
@@ -59,7 +61,6 @@ class LegalChargesTask(Task):
         "seed": ParamSpec(int, 0, help="seed of the val carve and of subsampling"),
         "val_size": ParamSpec(int, 60, min=0, help="fixed random subsample of val for CPU runs; 0 = all"),
         "test_size": ParamSpec(int, 0, min=0, help="fixed random subsample of test; 0 = all (913 for LawBench-191)"),
-        "max_fact_chars": ParamSpec(int, 300, min=0, help="facts are cut to this many characters in prompts; 0 = none"),
     }
     search_space = {
         "candidates": [True],
@@ -74,6 +75,9 @@ class LegalChargesTask(Task):
     }
 
     def __init__(self, **options: Any):
+        if "max_fact_chars" in options:
+            raise OptionError("-T max_fact_chars is now the harness parameter fact_chars (prompt cost is a harness "
+                              "choice): set it with -H fact_chars=N or in harness.toml")
         super().__init__(**options)
         self.multi = self.opts["dataset"] != "lawbench191"
         if self.multi:
@@ -193,8 +197,7 @@ class LegalChargesTask(Task):
     def default_harness(self) -> Harness:
         return load_default_harness(HERE, HARNESS_SPECS)
 
-    def _cut(self, fact: str, limit: int | None = None) -> str:
-        limit = limit if limit is not None else self.opts["max_fact_chars"]
+    def _cut(self, fact: str, limit: int) -> str:
         return fact if not limit or len(fact) <= limit else fact[:limit] + "…"
 
     def _label_text(self, labels: Sequence[str]) -> str:
@@ -205,6 +208,8 @@ class LegalChargesTask(Task):
         train = self._data()["train"]
         fact = instance.input["fact"]
         skill = harness.skill.split("\n---\n", 1)[-1].strip()
+        if harness["label_list"]:  # the same for every instance: part of the system block, whose KV state is reused
+            skill += "\n\n有效罪名 / Valid charges: " + "; ".join(self.labels)
         messages = [{"role": "system", "content": skill}]
         tool_calls: list[dict[str, Any]] = []
         need_index = harness["retrieval"] or harness["candidates"] or harness["few_shot"] > 0
@@ -220,8 +225,6 @@ class LegalChargesTask(Task):
                                                             f"罪名 / Charge:"})
                 messages.append({"role": "assistant", "content": self._label_text(train[i].labels)})
         parts = []
-        if harness["label_list"]:
-            parts.append("有效罪名 / Valid charges: " + "; ".join(self.labels))
         if harness["retrieval"]:
             hits = index.neighbours(fact, harness["retrieval_k"], instance.id)
             tool_calls.append({"tool": "retrieve", "retriever": harness["retriever"],
@@ -234,7 +237,7 @@ class LegalChargesTask(Task):
             options = index.candidates(fact, harness["candidates_n"], instance.id)
             tool_calls.append({"tool": "candidates", "n": harness["candidates_n"], "charges": options})
             parts.append("候选罪名 / Candidate charges: " + "; ".join(options))
-        parts.append(f"案情 / Facts: {self._cut(fact)}\n罪名 / Charge:")
+        parts.append(f"案情 / Facts: {self._cut(fact, harness['fact_chars'])}\n罪名 / Charge:")
         messages.append({"role": "user", "content": "\n\n".join(parts)})
         return Prompt(messages, options, tool_calls)
 

@@ -98,3 +98,81 @@ def test_parameter_count_in_the_record_ignores_an_attached_adapter():
     before = model.info()["parameters"]
     model.enable_lora(rank=4)
     assert model.info()["parameters"] == before  # same model identity with or without an adapter
+
+
+SYSTEM = [{"role": "system", "content": "你是一名法官。Answer with one charge name only."}]
+WITH_SYSTEM = [SYSTEM + [{"role": "user", "content": f"案情 {n}: 被告人盗窃现金{n}元。罪名?"}] for n in (100, 2500, 7)]
+
+
+def test_system_block_reuse_changes_no_answer_and_no_score():
+    from sia_bench.models import build_model
+
+    cached, whole = build_model("tiny", seed=2), build_model("tiny", seed=2)
+    whole.prefix_cache = False
+    params = SamplingParams(max_new_tokens=6)
+    assert [g.text for g in cached.generate(WITH_SYSTEM, params)] == [g.text for g in whole.generate(WITH_SYSTEM, params)]
+    assert cached.prefixes.hits == 2 and cached.prefixes.misses == 1  # one system block prefilled, reused twice
+    assert cached.prompt_ids(WITH_SYSTEM[0])[1] > 0 and whole.prompt_ids(WITH_SYSTEM[0])[1] == 0
+    options = ["盗窃", "诈骗罪", "故意伤害"]
+    a = cached.loglikelihood([(m, options) for m in WITH_SYSTEM])
+    b = whole.loglikelihood([(m, options) for m in WITH_SYSTEM])
+    assert [x for row in a for x in row] == pytest.approx([x for row in b for x in row], abs=1e-5)
+
+
+def test_option_chunks_share_one_prefix_pass_and_match_a_full_forward(tiny_model):
+    options = ["盗窃", "诈骗", "故意伤害", "[走私、贩卖、运输、制造]毒品", "x"]
+    batch_size = tiny_model.batch_size
+    try:
+        tiny_model.batch_size = 2  # three option chunks on top of one prompt pass
+        [chunked] = tiny_model.loglikelihood([(WITH_SYSTEM[1], options)])
+    finally:
+        tiny_model.batch_size = batch_size
+    tok = tiny_model.tokenizer
+    prefix = tok(tiny_model.chat_text(WITH_SYSTEM[1]), add_special_tokens=False)["input_ids"]
+    for option, score in zip(options, chunked):
+        ids = tok(option, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(tiny_model.hf(input_ids=torch.tensor([prefix + ids])).logits[0], -1)
+        assert score == pytest.approx(sum(logp[len(prefix) - 1 + j, t].item() for j, t in enumerate(ids)) / len(ids),
+                                      abs=1e-4)
+    [ranking] = tiny_model.rank([(WITH_SYSTEM[1], options)])
+    assert ranking.tokens_in == len(prefix) + sum(len(tok(o, add_special_tokens=False)["input_ids"]) for o in options)
+
+
+def test_a_changed_adapter_never_reuses_a_stale_prefix():
+    from sia_bench.models import build_model
+
+    model, reference = build_model("tiny", seed=6), build_model("tiny", seed=6)
+    reference.prefix_cache = False
+    params = SamplingParams(max_new_tokens=5)
+    model.generate(WITH_SYSTEM[:1], params)  # caches the system block under the base weights
+    for m in (model, reference):
+        torch.manual_seed(0)
+        m.enable_lora(rank=4)
+        with torch.no_grad():
+            for name, p in m.hf.named_parameters():
+                if "lora_B" in name:
+                    p.add_(torch.randn_like(p) * 0.5)
+    assert [g.text for g in model.generate(WITH_SYSTEM, params)] == [g.text for g in reference.generate(WITH_SYSTEM,
+                                                                                                       params)]
+
+
+def test_group_sampling_shares_a_prefill_and_is_seeded(tiny_model):
+    params = SamplingParams(max_new_tokens=5, temperature=1.0, seed=3)
+    misses = tiny_model.prefixes.misses
+    groups = tiny_model.sample_groups(WITH_SYSTEM[:2], 4, params)
+    assert tiny_model.prefixes.misses - misses <= 1  # the shared system block, at most once
+    assert [len(g.completions) for g in groups] == [4, 4]
+    assert all(0 < len(c) <= 5 for g in groups for c in g.completions)
+    again = tiny_model.sample_groups(WITH_SYSTEM[:2], 4, params)
+    assert [g.completions for g in again] == [g.completions for g in groups]
+    assert len({tuple(c) for g in groups for c in g.completions}) > 2  # a random model at T=1 does vary
+    tok = tiny_model.tokenizer
+    assert groups[0].prompt_ids == tok(tiny_model.chat_text(WITH_SYSTEM[0]), add_special_tokens=False)["input_ids"]
+    nucleus = tiny_model.sample_groups(WITH_SYSTEM[:2], 3, SamplingParams(max_new_tokens=5, temperature=1.0,
+                                                                         top_p=1e-9, seed=1))
+    greedy = tiny_model.generate(WITH_SYSTEM[:2], SamplingParams(max_new_tokens=5))
+    for g, ref in zip(nucleus, greedy):  # a vanishing nucleus keeps only the top token: greedy, for every member
+        assert g.texts == [ref.text] * 3
+    with pytest.raises(ValueError, match="temperature"):
+        tiny_model.sample_groups(WITH_SYSTEM[:1], 2, SamplingParams(max_new_tokens=2))

@@ -116,3 +116,63 @@ def test_tiny_lawbench_task_via_data_dir(tiny_lawbench):
     assert len(task.split("test")) == 3 and len(task.split("val")) == 4  # one of each 6-case charge
     h = with_tools(task.default_harness(), [("candidates_n", 2), ("few_shot_selection", "random")])
     assert len(task.render(h, task.split("val")[0]).options) == 2
+
+
+class _Bomb:
+    """Unpickling this writes a marker file: proof that a cache was unpickled."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_index_cache_is_safe_checksummed_and_rebuilt_when_damaged(tiny_lawbench, tmp_path):
+    import pickle
+    import warnings
+
+    from tasks.legal_charges import tools
+
+    task = LegalChargesTask(data_dir=str(tiny_lawbench), val_fraction=0.2)
+    cases, folder = task._data()["train"], tmp_path / "cache"
+    fact = task.split("val")[0].input["fact"]
+    reference = {}
+    for retriever in ("tfidf", "bm25"):
+        tools._MEMORY.clear()
+        built = reference[retriever] = tools.get_index(cases, retriever, folder)
+        files = sorted(p.name for p in folder.glob(f"*{retriever}*"))
+        assert [f.rsplit(".", 1)[1] for f in files] == ["json", "npz"]
+        tools._MEMORY.clear()
+        loaded = tools.get_index(cases, retriever, folder)  # from disk
+        assert loaded is not built
+        assert loaded.candidates(fact, 3) == built.candidates(fact, 3)
+        assert loaded.neighbours(fact, 4) == built.neighbours(fact, 4)
+        assert (loaded.query_vectors([fact]) != built.query_vectors([fact])).nnz == 0
+    base = next(folder.glob("*tfidf*.npz"))
+    marker = tmp_path / "unpickled"
+    for victim, payload in ((base, base.read_bytes()[:-40] + b"\0" * 40),  # damaged arrays
+                            (base, pickle.dumps(_Bomb(marker))),  # a pickle in place of the arrays
+                            (base.with_suffix(".json"), pickle.dumps(_Bomb(marker)))):  # ... or of the manifest
+        victim.write_bytes(payload)
+        tools._MEMORY.clear()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            index = tools.get_index(cases, "tfidf", folder)
+        assert any("ignoring retrieval cache" in str(w.message) for w in caught)
+        assert not marker.exists()  # never unpickled
+        assert index.candidates(fact, 3) == reference["tfidf"].candidates(fact, 3)
+        tools._MEMORY.clear()
+        tools.load_index(base.with_suffix(""))  # rebuilt and rewritten: verifies again
+
+
+def test_prompt_cost_is_a_harness_parameter(tiny_lawbench):
+    task = LegalChargesTask(data_dir=str(tiny_lawbench), val_fraction=0.2)
+    inst = task.split("val")[0]
+    short = task.default_harness().apply(Patch("set_param", param="fact_chars", value=8))
+    assert task.render(short, inst).messages[-1]["content"].endswith(f"{inst.input['fact'][:8]}…\n罪名 / Charge:")
+    listed = task.default_harness().apply(Patch("set_param", param="label_list", value=True))
+    system = task.render(listed, inst).messages[0]["content"]
+    assert "Valid charges" in system and all(c in system for c in task.labels)  # instance-independent: system block
+    with pytest.raises(OptionError, match="fact_chars"):
+        LegalChargesTask(max_fact_chars=300)
