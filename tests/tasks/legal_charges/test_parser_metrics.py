@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tasks.legal_charges.metrics import cail_score, macro_f1, set_f1
 from tasks.legal_charges.parser import ChargeParser, edit_distance, normalise
 
 LABELS = ["盗窃", "诈骗", "信用卡诈骗", "故意伤害", "[走私、贩卖、运输、制造]毒品", "[伪造、变造]居民身份证"]
+PARSER = ChargeParser(LABELS)
 
 
 @pytest.mark.parametrize("text,value,method", [
@@ -74,3 +77,36 @@ def test_cail_score_follows_the_official_judger():
     assert out["cail_score"] == pytest.approx((0.5 + 2 / 3) / 2)
     five = cail_score(preds, golds, labels + ["e"])  # an untouched charge scores F1 = 1 in the judger
     assert five["macro_f1_cail"] == pytest.approx(3 / 5)
+
+
+# -- robustness: any text parses (or fails to) quickly and without an exception ---------------------------------------
+def _answer(rng) -> str:
+    from tests.fuzz import AWKWARD, pick, text
+
+    parts = [pick(rng, *LABELS, text(rng), "罪名：", "答案:", "<eoa>", "被告人构成", "罪", "；", ",", "\n", " and ",
+                  "".join(rng.choice(AWKWARD + LABELS) for _ in range(rng.randint(0, 30))))
+             for _ in range(rng.randint(0, 6))]
+    return "".join(parts) * pick(rng, 1, 1, 1, 50)
+
+
+@settings(max_examples=10_000, deadline=None, database=None)
+@given(st.integers(0, 2**32 - 1))
+def test_any_answer_parses_to_labels_or_an_error(seed):
+    import random
+
+    rng = random.Random(seed)
+    text = _answer(rng)
+    mode, multi = rng.choice(["exact", "fuzzy"]), rng.random() < 0.3
+    found, method, error = PARSER.parse(text, mode, multi=multi)
+    assert set(found) <= set(LABELS) and isinstance(method, str)
+    assert (error is None) == bool(found) and (multi or len(found) <= 1)
+
+
+def test_a_long_answer_is_parsed_in_milliseconds():
+    import time
+
+    for text in ("盗" * 10_000, "x" * 10_000, "被告人" + "诈骗盗窃" * 2_500, ("a" * 10_000 + "\n") * 20):
+        start = time.perf_counter()
+        PARSER.parse(text, "fuzzy")
+        PARSER.parse(text, "fuzzy", multi=True)
+        assert time.perf_counter() - start < 0.5, text[:20]
