@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 BUILTIN_DIR = Path(__file__).with_name("problems")
-DEFAULT_TOLERANCE = 1e-2  # KernelBench's own atol/rtol
 _REQUIRED = ("class Model", "def get_inputs", "def get_init_inputs")
 
 
@@ -28,8 +27,8 @@ class Problem:
     name: str
     path: Path
     split: str
-    atol: float = DEFAULT_TOLERANCE
-    rtol: float = DEFAULT_TOLERANCE
+    atol: float | None = None  # None: by the output dtype (compare.DEFAULT_TOLERANCE: float32 1e-4)
+    rtol: float | None = None
     dtype: str = "float32"
     # preset name -> list of module-global overrides (one dict per shape); [{}] means "the file's own sizes"
     sizes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -40,11 +39,6 @@ class Problem:
 
     def shapes(self, preset: str) -> list[dict[str, Any]]:
         return self.sizes.get(preset) or [{}]
-
-    def to_config(self) -> dict[str, Any]:
-        """What the sandbox runner needs, as JSON."""
-        return {"name": self.name, "path": str(self.path), "atol": self.atol, "rtol": self.rtol, "dtype": self.dtype,
-                "sizes": self.sizes}
 
 
 def _hash_split(name: str) -> str:
@@ -86,8 +80,9 @@ def load_problems(directory: Path | None = None) -> list[Problem]:
             raise ProblemError(f"{meta_file} [{name}]: split must be train, val or test, got {split!r}")
         sizes = {preset: _as_shapes(v, f"{meta_file} [{name}].sizes.{preset}")
                  for preset, v in info.get("sizes", {}).items()}
-        problems.append(Problem(name, path.resolve(), split, float(info.get("atol", DEFAULT_TOLERANCE)),
-                                float(info.get("rtol", DEFAULT_TOLERANCE)), info.get("dtype", "float32"), sizes))
+        tolerance = {k: float(info[k]) if k in info else None for k in ("atol", "rtol")}
+        problems.append(Problem(name, path.resolve(), split, tolerance["atol"], tolerance["rtol"],
+                                info.get("dtype", "float32"), sizes))
     unknown = sorted(set(meta) - {p.name for p in problems})
     if unknown:
         raise ProblemError(f"{meta_file} describes problems with no file: {', '.join(unknown)}")

@@ -1,85 +1,89 @@
-"""Harness-side timing (the candidate never times itself). Imported by the runner *before* the candidate, so the
-timer functions are bound here and a candidate that patches ``time`` or ``torch.cuda.Event`` later cannot reach them.
+"""Timing statistics for interleaved candidate / eager samples, taken by the driver's own clock.
 
-CPU: ``perf_counter_ns`` with warm-up, an inner loop long enough to dwarf timer resolution, median of samples.
-GPU: CUDA events around each call, warm-up, an L2 flush (a write over a buffer larger than L2) before each trial.
+A sample is one command to a worker that runs K calls on K different fresh inputs; its per-call time is, on the cpu
+backend, the CPU seconds the worker's whole process tree used for it (the cgroup's kernel counter: a neighbour that
+preempts the pinned core does not inflate it, and the program cannot forge it), and on a GPU the driver's wall time
+from sending the command to reading the reply; either divided by K. Candidate and eager samples
+alternate (the order flips every round), each after a cache flush. Sampling stops once the 95% confidence interval
+of each median is within the target (+-1% by default) or the time budget is spent; the speed-up is the ratio of the
+medians, with a distribution-free interval from the paired per-round ratios.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
-from time import perf_counter_ns
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-L2_FLUSH_BYTES = 256 << 20  # several times the H100/H200 L2 (50-60 MB)
-
-
-def _summary(samples_us: list[float]) -> dict[str, Any]:
-    samples = sorted(samples_us)
-    median = statistics.median(samples)
-    q1, q3 = samples[len(samples) // 4], samples[(3 * len(samples)) // 4]
-    return {"median_us": median, "min_us": samples[0], "iqr_pct": 100.0 * (q3 - q1) / median if median else 0.0,
-            "n": len(samples)}
+Z95 = 1.959964
 
 
-def _cpu_sampler(fn: Callable[[], Any], min_sample_ms: float) -> tuple[Callable[[], float], float]:
-    """Warm ``fn`` up and return (one-sample function giving us per call, seconds per sample)."""
-    for _ in range(3):
-        fn()
-    start = perf_counter_ns()
-    fn()
-    once_ns = max(perf_counter_ns() - start, 1)
-    inner = max(1, int(min_sample_ms * 1e6 / once_ns))
-
-    def sample() -> float:
-        begin = perf_counter_ns()
-        for _ in range(inner):
-            fn()
-        return (perf_counter_ns() - begin) / inner / 1e3
-
-    return sample, once_ns * inner / 1e9
+def median_ci(values: list[float]) -> tuple[float, float, float]:
+    """(median, low, high): the order-statistic 95% interval of the median (needs >= 6 values to be finite)."""
+    xs = sorted(values)
+    n = len(xs)
+    med = statistics.median(xs)
+    if n < 6:
+        return med, xs[0], xs[-1]
+    lo = max(0, int(math.floor(n / 2 - Z95 * math.sqrt(n) / 2)) - 1)
+    hi = min(n - 1, int(math.ceil(n / 2 + Z95 * math.sqrt(n) / 2)))
+    return med, xs[lo], xs[hi]
 
 
-def _gpu_sampler(fn: Callable[[], Any], flush: bool) -> tuple[Callable[[], float], float]:
-    import torch
+@dataclass
+class Stats:
+    """Per-call time summary of one function's samples, in microseconds."""
 
-    Event, synchronize = torch.cuda.Event, torch.cuda.synchronize
-    scratch = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.float32, device="cuda") if flush else None
-    for _ in range(5):
-        fn()
-    synchronize()
-    start = perf_counter_ns()
-    fn()
-    synchronize()
-    once_s = (perf_counter_ns() - start) / 1e9
+    n: int
+    median_us: float
+    ci_low_us: float
+    ci_high_us: float
+    min_us: float
+    iqr_pct: float
 
-    def sample() -> float:
-        if scratch is not None:
-            scratch.zero_()  # evict the inputs from L2 so every trial starts cold, like the first call in a model
-        begin, end = Event(enable_timing=True), Event(enable_timing=True)
-        begin.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return begin.elapsed_time(end) * 1e3
+    @property
+    def ci_halfwidth_pct(self) -> float:
+        return 100.0 * (self.ci_high_us - self.ci_low_us) / 2 / self.median_us if self.median_us else math.inf
 
-    return sample, once_s
+    @classmethod
+    def of(cls, samples_us: list[float]) -> "Stats":
+        med, lo, hi = median_ci(samples_us)
+        xs = sorted(samples_us)
+        q1, q3 = xs[len(xs) // 4], xs[(3 * len(xs)) // 4]
+        return cls(len(xs), med, lo, hi, xs[0], 100.0 * (q3 - q1) / med if med else 0.0)
 
-
-def time_interleaved(fns: dict[str, Callable[[], Any]], device: str = "cpu", samples: int = 15,
-                     budget_s: float = 10.0, min_sample_ms: float = 2.0, flush: bool = True) -> dict[str, dict]:
-    """Time several functions with their samples interleaved (a, b, a, b, ...), so machine drift and noisy
-    neighbours hit all of them alike; median and IQR per function, in microseconds per call."""
-    samplers = {name: (_gpu_sampler(fn, flush) if device == "cuda" else _cpu_sampler(fn, min_sample_ms))
-                for name, fn in fns.items()}
-    per_round = sum(cost for _, cost in samplers.values())
-    rounds = max(5 if device == "cuda" else 3, min(samples, int(budget_s / max(per_round, 1e-9))))
-    out: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, (sample, _) in samplers.items():
-            out[name].append(sample())
-    return {name: _summary(values) for name, values in out.items()}
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "median_us": self.median_us, "ci95_us": [self.ci_low_us, self.ci_high_us],
+                "ci_halfwidth_pct": self.ci_halfwidth_pct, "min_us": self.min_us, "iqr_pct": self.iqr_pct}
 
 
-def time_one(fn: Callable[[], Any], device: str = "cpu", **kw: Any) -> dict[str, Any]:
-    return time_interleaved({"fn": fn}, device, **kw)["fn"]
+@dataclass
+class Series:
+    """The paired samples of one timed shape."""
+
+    candidate: list[float]
+    eager: list[float]
+    candidate_wall: list[float] = field(default_factory=list)
+    eager_wall: list[float] = field(default_factory=list)
+
+    def converged(self, target_pct: float, min_rounds: int) -> bool:
+        if len(self.candidate) < min_rounds:
+            return False
+        return all(Stats.of(v).ci_halfwidth_pct <= target_pct for v in (self.candidate, self.eager))
+
+    def summary(self) -> dict[str, Any]:
+        cand, eager = Stats.of(self.candidate), Stats.of(self.eager)
+        ratios = [e / c for e, c in zip(self.eager, self.candidate) if c > 0]
+        r_med, r_lo, r_hi = median_ci(ratios)
+        out = {"candidate": cand.to_dict(), "eager": eager.to_dict(),
+               "speedup": eager.median_us / cand.median_us if cand.median_us > 0 else 0.0,
+               "paired_ratio": {"median": r_med, "ci95": [r_lo, r_hi]}}
+        if self.candidate_wall and self.eager_wall:
+            out["wall"] = {"candidate_median_us": statistics.median(self.candidate_wall),
+                           "eager_median_us": statistics.median(self.eager_wall)}
+        return out
+
+
+def geomean(values: list[float]) -> float:
+    return math.exp(sum(math.log(max(v, 1e-12)) for v in values) / len(values)) if values else float("nan")

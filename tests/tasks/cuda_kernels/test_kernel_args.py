@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tasks.cuda_kernels.backends.build import CompileError, Param, check_tensor, parse_signature
+from tasks.cuda_kernels.sandboxed.kernel_args import CompileError, Param, check_tensor, parse_signature
 
 
 def test_weights_that_require_grad_are_exported_through_dlpack_without_a_copy():

@@ -1,0 +1,335 @@
+"""Rounds of calls for one candidate at one shape: fresh inputs, interleaved timing, every output checked.
+
+A round: the reference worker writes fresh inputs (a new seed per call) into K slots and the expected outputs beside
+them; after a cache flush the candidate runs the K calls on its own clock-less command while the driver's clock runs;
+after another flush torch eager runs the same K calls (the order flips every round); the candidate publishes its
+outputs, which the driver compares with the expected ones, then re-reads one after a delay. Between commands the
+candidate's process tree must be idle (cgroup CPU time), so work hidden in a detached thread, before a call or
+after its return, fails. Some rounds, chosen at random and indistinguishable to the candidate, are sampled by the
+compute audit (and left out of the timing statistics).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import audit, compare
+from .record import CandidateFailure, HarnessError, KernelResult
+from .shm import Arena, Layout
+from .timing import Series
+from .workers import Worker, WorkerError
+
+IDLE_TOLERANCE_S = 0.001  # CPU a blocked worker tree may show between two commands (measured: 0.000)
+AUDIT_P = 0.2
+FALLBACK_SHARE = 0.25  # share of sampled candidate CPU time in torch/numpy/BLAS that makes it a fallback
+
+
+@dataclass
+class Shape:
+    """One prepared shape: the reference's description of it and the shared buffers for K slots."""
+
+    sizes: dict[str, Any]
+    spec: dict[str, Any]
+    weights: list[np.ndarray]
+    layout: Layout
+    arenas: dict[str, Arena]
+    atol: float
+    rtol: float
+    role: str  # timed | check
+
+    @property
+    def k(self) -> int:
+        return self.layout.slots
+
+    def close(self) -> None:
+        for arena in self.arenas.values():
+            arena.close()
+
+
+@dataclass
+class Context:
+    """What a round needs from the driver."""
+
+    ref: Worker
+    cand: Worker
+    result: KernelResult
+    threads: int
+    cpus: list[int]
+    flush_bytes: int
+    deadline: float
+    rng: random.Random
+    trusted: bool
+    gpu: bool
+    audit_ok: bool
+    clock: str  # cpu: cgroup CPU seconds of the worker tree per sample; wall: the driver's wall clock
+    trusted_roots: tuple[str, ...]
+    kernel_hashes: set[str] = field(default_factory=set)
+    profile: audit.Profile | None = None
+    audited_rounds: int = 0
+    rounds: int = 0
+
+
+_FAILURE_KIND = {"compile": "compile", "import": "import", "format": "format", "init": "init", "run": "runtime",
+                 "publish": "runtime", "trace": "runtime", "layout": "protocol", "arenas": "protocol"}
+
+
+def candidate_failure(err: WorkerError) -> CandidateFailure:
+    if err.kind == "error":
+        return CandidateFailure(_FAILURE_KIND.get(err.stage, "runtime"), err.args[0], log=err.log)
+    message = err.args[0]
+    if "segmentation fault" in message:
+        message += " (inputs are read-only memory: writing into an input tensor crashes)"
+    return CandidateFailure(err.kind, f"{message} (during {err.stage})", log=err.log)
+
+
+class ShapeRun:
+    def __init__(self, ctx: Context, shape: Shape):
+        self.ctx, self.shape = ctx, shape
+        self.idle_from = ctx.cand.cpu_seconds()
+        self.calls = 0
+        self.eager_checked = False
+
+    # -- messages ------------------------------------------------------------------------------------------------------
+    def remaining(self, cap: float) -> float:
+        left = self.ctx.deadline - time.monotonic()
+        if left <= 0:
+            raise CandidateFailure("timeout", "the candidate's time budget ran out")
+        return min(cap, left)
+
+    def ref(self, cmd: str, **kw: Any):
+        try:
+            return self.ctx.ref.request({"cmd": cmd, **kw}, timeout=600.0)
+        except WorkerError as err:
+            raise HarnessError(f"reference {cmd}", str(err), err.log) from None
+
+    def cand(self, cmd: str, cap: float = 120.0, arrays: list | tuple = (), **kw: Any):
+        self.idle_check(f"before {cmd!r}")
+        try:
+            reply = self.ctx.cand.request({"cmd": cmd, **kw}, arrays, timeout=self.remaining(cap))
+        except WorkerError as err:
+            raise candidate_failure(err) from None
+        self.idle_from = self.ctx.cand.cpu_seconds()
+        return reply
+
+    def idle_check(self, when: str) -> None:
+        now = self.ctx.cand.cpu_seconds()
+        if now is None or self.idle_from is None:
+            return
+        self.ctx.result.ran("no CPU work between calls (detached threads, precomputation)")
+        used = now - self.idle_from
+        if used > IDLE_TOLERANCE_S:
+            raise CandidateFailure("work outside calls", f"the program used {used * 1e3:.1f} ms of CPU while it "
+                                                         f"had no call to run ({when}): a background thread or "
+                                                         f"process working before a call or after its return")
+
+    # -- one round ----------------------------------------------------------------------------------------------------
+    def round(self, seeds: list[int], audited: bool) -> dict[str, float]:
+        ctx, sh = self.ctx, self.shape
+        slots = list(range(sh.k))
+        self.ref("gen", slots=slots, seeds=seeds)
+        np.frombuffer(sh.arenas["out"].map, dtype=np.uint8)[:sh.layout.out_bytes].fill(0xFF)  # NaN until published
+        order = ("cand", "eager") if ctx.rounds % 2 == 0 else ("eager", "cand")
+        ctx.rounds += 1
+        times: dict[str, float] = {}
+        once_s = max(1e-6, float(sh.spec["eager_once_s"]))
+        for who in order:
+            self.ref("flush", bytes=ctx.flush_bytes)
+            if who == "eager":
+                if ctx.gpu:
+                    _, times["eager_stage"] = self.ref("stage", slots=slots)
+                before = ctx.ref.cpu_seconds()
+                _, dt = self.ref("run", slots=slots)
+                times["eager"] = self.per_call(before, ctx.ref.cpu_seconds(), dt)
+                times["eager_wall"] = dt / sh.k
+                continue
+            if ctx.gpu:
+                _, times["cand_stage"] = self.cand("stage", slots=slots)
+            sampler = self.start_audit(once_s * sh.k) if audited else None
+            before, t0 = ctx.cand.cpu_seconds(), time.perf_counter()
+            try:
+                reply, dt = self.cand("run", cap=self.run_cap(once_s), slots=slots)
+                after, t1 = self.idle_from, time.perf_counter()  # read right after the reply, by cand()
+            finally:
+                if sampler:
+                    self.finish_audit(sampler)
+            self.check_tampering(reply.header.get("tampered"))
+            times["cand"] = self.per_call(before, after, dt)
+            times["cand_wall"] = dt / sh.k
+            self.check_cpu(before, after, t1 - t0)
+        reply, times["cand_publish"] = self.cand("publish")
+        _, times["eager_publish"] = self.ref("publish")
+        self.check_outputs(reply.header.get("outputs"), slots)
+        self.calls += sh.k
+        return times
+
+    def run_cap(self, once_s: float) -> float:
+        """How long one run command may take: generous against eager, unbounded but the budget in the
+        interpreter (which is orders of magnitude slower than anything compiled)."""
+        if self.ctx.result.interpreted:
+            return 3600.0
+        return max(10.0, 200 * once_s * self.shape.k)
+
+    def check_tampering(self, names: Any) -> None:
+        self.ctx.result.ran("tamper report from the worker")
+        if names and not self.ctx.trusted:
+            names = [str(n)[:60] for n in names][:8] if isinstance(names, list) else [str(names)[:60]]
+            timer = any(n.startswith(("time.", "torch.cuda")) for n in names)
+            raise CandidateFailure("patched timer" if timer else "monkeypatch",
+                                   f"the program replaced {', '.join(names)} (ineffective: timing and comparison "
+                                   f"happen outside its process)")
+
+    def per_call(self, before: float | None, after: float | None, wall: float) -> float:
+        """Seconds per call on the chosen clock. CPU time of the whole worker tree (kernel-counted, so no program
+        can forge it) is immune to neighbours preempting the pinned core; it is divided by the threads allowed."""
+        if self.ctx.clock == "cpu" and before is not None and after is not None:
+            return (after - before) / self.ctx.threads / self.shape.k
+        return wall / self.shape.k
+
+    def check_cpu(self, before: float | None, after: float | None, wall: float) -> None:
+        """CPU seconds of the tree between two reads against the wall time between the same two reads."""
+        if before is None or after is None:
+            return
+        self.ctx.result.ran("CPU seconds within threads x wall time")
+        used, allowed = after - before, wall * self.ctx.threads * 1.05 + 0.002
+        if used > allowed:
+            raise CandidateFailure("extra threads", f"the call used {used * 1e3:.1f} ms of CPU in {wall * 1e3:.1f} ms "
+                                                    f"of wall time with {self.ctx.threads} thread(s) allowed")
+
+    def check_outputs(self, described: Any, slots: list[int]) -> None:
+        sh, result = self.shape, self.ctx.result
+        expected_specs = sh.layout.outputs
+        if not isinstance(described, list) or len(described) != len(slots):
+            raise CandidateFailure("protocol", "the worker's description of its outputs is malformed")
+        for slot, got in zip(slots, described):
+            if not isinstance(got, list) or len(got) != len(expected_specs):
+                n = len(got) if isinstance(got, list) else "?"
+                raise CandidateFailure("output", f"ModelNew returned {n} output(s), the reference {len(expected_specs)}")
+            for item, want in zip(got, expected_specs):
+                if not isinstance(item, dict) or item.get("dtype") != want["dtype"] or item.get("shape") != want["shape"]:
+                    raise CandidateFailure("output", f"output {str(item)[:120]}, expected dtype {want['dtype']} shape "
+                                                     f"{want['shape']}")
+        watched = self.ctx.rng.randrange(len(slots))  # re-read after a delay; which one is secret
+        snapshot = sh.arenas["out"].array(sh.layout.output_refs(slots[watched], "out")[-1]).copy()
+        for slot in slots:
+            for i, want in enumerate(expected_specs):
+                got = sh.arenas["out"].array(sh.layout.output_refs(slot, "out")[i])
+                exp = sh.arenas["exp"].array(sh.layout.output_refs(slot, "exp")[i])
+                bad = compare.compare(got, exp, want["dtype"], sh.atol, sh.rtol)
+                if bad is not None:
+                    self.name_replay(bad, got, slot, i)
+                    raise CandidateFailure(bad.kind, f"call {self.calls + slot + 1} at {sh.sizes or 'the file sizes'}: "
+                                                     f"{bad.message}", **({"mismatch": bad.details} if bad.details
+                                                                          else {}))
+        for name in ("every call's output compared", "fresh inputs on every call", "dtype-aware elementwise "
+                     "tolerance", "relative error per row and overall", "NaN / constant output",
+                     "inputs read-only to the candidate"):
+            result.ran(name)
+        time.sleep(0.002)
+        later = sh.arenas["out"].array(sh.layout.output_refs(slots[watched], "out")[-1])
+        result.ran("output unchanged after return")
+        if not np.array_equal(later, snapshot, equal_nan=later.dtype.kind == "f"):
+            raise CandidateFailure("output changed after return", "an output kept changing after the call returned "
+                                                                  "(work finished by a detached thread)")
+
+    def name_replay(self, bad: compare.Mismatch, got: np.ndarray, slot: int, index: int) -> None:
+        """A wrong output identical to another call's expected output is named a replay."""
+        sh = self.shape
+        if bad.kind not in ("mismatch", "partial output"):
+            return
+        for other in range(sh.k):
+            if other != slot and np.array_equal(got, sh.arenas["exp"].array(sh.layout.output_refs(other, "exp")[index])):
+                bad.kind = "replayed output"
+                bad.message = f"the output is the result for another call's inputs (replay / memoisation); {bad.message}"
+                return
+            if other != slot and np.array_equal(got, sh.arenas["out"].array(sh.layout.output_refs(other, "out")[index])):
+                bad.kind = "replayed output"
+                bad.message = f"two calls on different inputs returned the same output; {bad.message}"
+                return
+
+    def check_determinism(self) -> None:
+        """Once per shape: torch eager's timed outputs must equal the expected ones, or the problem is broken."""
+        sh = self.shape
+        for i, want in enumerate(sh.layout.outputs):
+            got = sh.arenas["eager"].array(sh.layout.output_refs(0, "eager")[i])
+            exp = sh.arenas["exp"].array(sh.layout.output_refs(0, "exp")[i])
+            bad = compare.compare(got, exp, want["dtype"], sh.atol, sh.rtol)
+            if bad is not None:
+                raise HarnessError("reference", f"the reference is not deterministic (two runs on the same inputs "
+                                                f"differ: {bad.message})")
+        self.ctx.result.ran("reference determinism")
+
+    # -- the compute audit --------------------------------------------------------------------------------------------
+    def start_audit(self, expected_s: float) -> audit.Sampler | None:
+        if not self.ctx.audit_ok:
+            return None
+        sampler = audit.Sampler(self.ctx.cand.thread_ids(), self.ctx.cpus, int(max(20e-6, expected_s / 400) * 1e9))
+        try:
+            sampler.open()
+        except OSError:
+            return None
+        return sampler
+
+    def finish_audit(self, sampler: audit.Sampler) -> None:
+        sampler.stop()
+        samples, lost = sampler.samples()
+        prof = audit.profile(samples, lost, sampler.period_ns, self.ctx.trusted_roots, self.ctx.kernel_hashes)
+        sampler.close()
+        if self.ctx.profile is None:
+            self.ctx.profile = prof
+        else:
+            self.ctx.profile.merge(prof)
+        self.ctx.audited_rounds += 1
+
+    # -- phases -------------------------------------------------------------------------------------------------------
+    def seeds(self) -> list[int]:
+        return [self.ctx.rng.randrange(1, 2**62) for _ in range(self.shape.k)]
+
+    def correctness(self, rounds: int, first_seed: int) -> None:
+        for r in range(rounds):
+            seeds = [first_seed + i for i in range(self.shape.k)] if r == 0 else self.seeds()
+            self.round(seeds, audited=self.shape.role == "timed" and self.ctx.rng.random() < AUDIT_P)
+
+    def ensure_audits(self, minimum: int) -> None:
+        """Top the audited rounds up to ``minimum`` (they look like any other round to the candidate)."""
+        while self.ctx.audit_ok and self.ctx.audited_rounds < minimum:
+            self.round(self.seeds(), audited=True)
+
+    def timing(self, budget_s: float, target_pct: float, min_rounds: int, min_audits: int) -> dict[str, Any]:
+        series, start = Series([], []), time.monotonic()
+        while True:
+            audited = self.ctx.rng.random() < AUDIT_P
+            times = self.round(self.seeds(), audited)
+            if not self.eager_checked:
+                self.check_determinism()
+                self.eager_checked = True
+            if not audited:
+                series.candidate.append(times["cand"] * 1e6)
+                series.eager.append(times["eager"] * 1e6)
+                series.candidate_wall.append(times["cand_wall"] * 1e6)
+                series.eager_wall.append(times["eager_wall"] * 1e6)
+                self.check_gpu_bounds(times)
+            if series.converged(target_pct, min_rounds) or time.monotonic() - start > budget_s and \
+                    len(series.candidate) >= 3:
+                break
+        self.ensure_audits(min_audits)
+        out = series.summary()
+        out.update(rounds=len(series.candidate), converged=series.converged(target_pct, min_rounds),
+                   seconds=time.monotonic() - start, slots_per_sample=self.shape.k, clock=self.ctx.clock)
+        return out
+
+    def check_gpu_bounds(self, times: dict[str, float]) -> None:
+        """On a GPU the candidate's staging and publishing (outside the clock) must cost what eager's do."""
+        if not self.ctx.gpu:
+            return
+        self.ctx.result.ran("stage/publish time bounded by eager's (GPU)")
+        for step in ("stage", "publish"):
+            mine, theirs = times[f"cand_{step}"], times[f"eager_{step}"]
+            if mine > 3 * theirs + 0.005:
+                raise CandidateFailure("work outside calls", f"{step} took {mine * 1e3:.1f} ms against eager's "
+                                                             f"{theirs * 1e3:.1f} ms for the same bytes: work hidden "
+                                                             f"outside the timed call")
