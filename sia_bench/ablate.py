@@ -255,7 +255,7 @@ class PlainBoard:
 
         self.running[job.key] = job
         self.logs[job.key] = PlainLog(self.log.stream, prefix=f"{job.key}: ", started=self.started_at)
-        self.log.line(f"{job.key}: started ({self.done}/{self.total} runs done)")
+        self.log.line(f"{job.key}: started, loading task data and model ({self.done}/{self.total} runs done)")
 
     def event(self, job: Job, kind: str, **info: Any) -> None:
         self.logs[job.key](kind, **info)
@@ -366,7 +366,15 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from sia_bench.cli import console, err_console
     from sia_bench.leaderboard import build_leaderboard
 
+    intro = ""
+    if args.intro:
+        try:
+            intro = " ".join(Path(args.intro).read_text(encoding="utf-8").split())
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"--intro {args.intro}: cannot be read ({err})") from None
     report = build_leaderboard([Path(p) for p in args.run_dirs], Path(args.out))
+    if intro and report.files:
+        add_intro(Path(args.out), intro)
     for note in report.skipped:
         err_console.print(f"skipped {note}", markup=False, highlight=False)
     for path in report.files:
@@ -374,6 +382,21 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if not report.files:
         raise ConfigError(f"no finished run records under {', '.join(args.run_dirs)}")
     return 0
+
+
+def add_intro(out: Path, text: str) -> None:
+    """Put a paragraph saying what the tables show under the title of the generated page and index."""
+    from html import escape
+
+    from sia_bench.records import atomic_write_text
+
+    page = out / "index.html"
+    html = page.read_text(encoding="utf-8")
+    if "</h1>" in html:
+        atomic_write_text(page, html.replace("</h1>", f'</h1>\n<p class="intro">{escape(text)}</p>', 1))
+    index = out / "README.md"
+    lines = index.read_text(encoding="utf-8").split("\n")
+    atomic_write_text(index, "\n".join(lines[:1] + ["", text] + lines[1:]))
 
 
 def add_commands(sub: Any) -> None:
@@ -403,6 +426,8 @@ def add_commands(sub: Any) -> None:
     lb = sub.add_parser("leaderboard", help="Markdown, CSV, PNG and HTML tables from run and baseline records")
     lb.add_argument("run_dirs", nargs="*", default=["runs"], help="folders searched recursively (default: runs)")
     lb.add_argument("--out", default="leaderboard", help="output folder (default: %(default)s)")
+    lb.add_argument("--intro", metavar="FILE", help="a paragraph (text file) saying what the tables show, put under "
+                                                    "the page's title")
     lb.set_defaults(func=cmd_leaderboard)
     from sia_bench.results import add_commands as add_results_commands  # `sia-bench results pack`
 

@@ -14,8 +14,10 @@ from sia_bench.records import Budget, RunRecord
 
 def test_ablate_end_to_end_then_resume_then_leaderboard(tmp_path, capsys):
     argv = ["ablate", "--task", "toy_arithmetic", "--improvers", "none", "--seeds", "2", "--model", "tiny",
-            "--limit", "2", "--generations", "2", "--out", str(tmp_path / "runs"), "--quiet"]
+            "--limit", "2", "--generations", "2", "--out", str(tmp_path / "runs")]
     assert main(argv) == 0
+    log = capsys.readouterr().err  # not a terminal: plain progress lines, one per job step, with elapsed time
+    assert "none-s0: started" in log and "none-s1:   val pass: 2/2 in" in log and "(2/2 runs done)" in log
     [folder] = list((tmp_path / "runs").glob("toy_arithmetic-ablation-*"))
     manifest = json.loads((folder / "ablation.json").read_text())
     assert [(r["arm"], r["seed"], r["status"]) for r in manifest["runs"]] == [("none", 0, "finished"),
@@ -38,7 +40,16 @@ def test_ablate_end_to_end_then_resume_then_leaderboard(tmp_path, capsys):
     assert RunRecord.load(folder / "none-s1").status == "finished"
     assert "2/2 runs finished" in capsys.readouterr().out
 
-    assert main(["leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "lb")]) == 0
+    from sia_bench.rundir import FolderLock
+
+    with FolderLock(folder):  # another ablate on the same folder is refused while this one holds it
+        assert main(argv) == 2
+    assert "in use by another sia-bench process" in capsys.readouterr().err
+
+    (tmp_path / "intro.md").write_text("What this shows:\n two <seeds>.\n")
+    assert main(["leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "lb"), "--intro",
+                 str(tmp_path / "intro.md")]) == 0
+    assert '<p class="intro">What this shows: two &lt;seeds&gt;.</p>' in (tmp_path / "lb" / "index.html").read_text()
     table = (tmp_path / "lb" / "toy_arithmetic.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith("| arm | none"))
     assert "| 2 |" in row  # n = 2 seeds

@@ -32,6 +32,16 @@ def test_local_executor_isolates_failures_and_skips_finished_runs(tmp_path):
     assert RunRecord.load(Path(good.run_dir)).final["test"]["accuracy"] >= 0
 
 
+def test_a_damaged_run_is_reported_in_one_line_not_restarted(tmp_path):
+    job = toy_job(tmp_path, 0)
+    LocalExecutor(workers=1).run([job], SilentReporter())
+    (Path(job.run_dir) / "run.json").write_text('{"schema_version": "1.0", "gen')
+    assert run_status(Path(job.run_dir)) == "broken"
+    [result] = LocalExecutor(workers=1).run([job], SilentReporter())
+    assert not result.ok and "run.json is unreadable" in result.error and "Traceback" not in result.error
+    assert (Path(job.run_dir) / "run.json").read_text() == '{"schema_version": "1.0", "gen'  # left as it was
+
+
 def test_ray_executor_on_two_local_workers(tmp_path):
     pytest.importorskip("ray")
     jobs = [toy_job(tmp_path, 0), toy_job(tmp_path, 1)]
