@@ -3,9 +3,9 @@
 Which data they fit on: the task's train split, i.e. LawBench-191 train *minus* the val cases carved from it (10%,
 stratified, seed 0), so that their val scores are honest. Measured here on the 913 test cases (scikit-learn 1.9.1,
 LinearSVC random_state=0): tfidf_svm fitted on train minus val (4,798 cases) 76.3% (0.7634); the same classifier
-fitted on all 5,332 train cases (``TfidfSVM(include_val=True)``) 75.9% (0.7590, also with random_state=1). The
-figure quoted for this classifier, 76.8%, was fitted on all 5,332 cases with an unseeded LinearSVC; it is within
-about one point of both, not reproduced exactly.
+fitted on all 5,332 train cases (``TfidfSVM(include_val=True)``) 75.9% (0.7590, the same with random_state 1 and
+2). The figure quoted for this classifier, 76.8%, was fitted on all 5,332 cases; it is within one point of both but
+not reproduced exactly here.
 """
 
 from __future__ import annotations

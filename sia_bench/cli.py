@@ -61,7 +61,8 @@ def run_config_from_args(args: argparse.Namespace) -> Any:
         task=args.task, improver=args.improver, task_options=options["-T"], improver_options=options["-I"],
         model=args.model or "hf", model_options=options["-M"], feedback_model=args.feedback_model,
         feedback_options=options["-F"], seed=args.seed, limit=args.limit,
-        budget=parse_budget(args.budget, args.generations), harness=HarnessStart(dir=args.harness, params=options["-H"]))
+        budget=parse_budget(args.budget, args.generations),
+        harness=HarnessStart(dir=args.harness, params=options["-H"]))
     return resolve_run(config)
 
 
@@ -79,7 +80,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                           *((f, getattr(args, f[1])) for f in ("-T", "-I", "-M", "-F", "-H")))
                  if value is not None]
         if extra:
-            raise ConfigError(f"--resume continues RUN_DIR with the settings it was started with; drop {', '.join(extra)}")
+            raise ConfigError("--resume continues RUN_DIR with the settings it was started with; drop "
+                              + ", ".join(extra))
         run_dir = Path(check_text("--resume", args.resume))
         with run_progress(err_console, args.quiet) as progress:
             record = resume(run_dir, events=progress)

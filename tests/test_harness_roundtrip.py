@@ -73,7 +73,8 @@ def test_values_that_cannot_round_trip_are_refused_at_apply_time():
         except PatchError:
             continue
         raise AssertionError(f"{param}={bad!r} was accepted")
-    for bad in (Patch("append", text="\udc80"), Patch("replace", anchor=7, text="x"), Patch(3), Patch("append", target=["x"])):
+    for bad in (Patch("append", text="\udc80"), Patch("replace", anchor=7, text="x"), Patch(3),
+                Patch("append", target=["x"])):
         try:
             h.apply(bad)
         except PatchError:
