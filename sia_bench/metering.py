@@ -11,9 +11,10 @@ forward/backward passes in ``model_call(model, training=True)``), which
 * before the call, asks the active :func:`compute_budget` whether another call may start: once the FLOPs charged
   (test excluded) reach the limit it raises :class:`BudgetExhausted`, so a run overshoots by at most one call.
 
-FLOPs are counted on the tokens the work is defined over, not on what caches skip: a shared prefix reused from a KV
-cache or a result served from the memo costs the same FLOPs as a fresh one (seconds show the saving). That keeps a
-budget decision independent of caching, batching and hardware. Models without a known size (API models without
+FLOPs are counted on the tokens a call must process: each distinct prompt once, plus every option or generated token
+(a GRPO group shares its prompt, as ranking's options do). Reuse *across* calls is charged as if recomputed: a system
+block served from the KV cache, or a result from the memo, costs the same FLOPs as a fresh one (seconds show the
+saving). That keeps a budget decision independent of caches, batching and hardware. Models without a known size (API models without
 ``parameters=``) are charged tokens and seconds, and counted in ``Ledger.flops_unknown``.
 """
 

@@ -91,8 +91,9 @@ class Ledger(BaseModel):
     The per-purpose dicts are written by the meter (:mod:`sia_bench.metering`), which every model call goes through:
     purposes are ``val`` / ``test`` / ``train`` (agent rollouts), ``train_rollout`` / ``train_step`` (trainers),
     ``feedback`` / ``meta`` (proposer models). ``flops`` is the compute unit: 2 x parameters x tokens for a forward
-    call, 6 x for a training pass, counted on the tokens the work is defined over (a cached prefix or a memoised
-    result is charged as if computed, so caches never change a budget decision); ``model_seconds`` is measured.
+    call, 6 x for a training pass, on the tokens a call must process (each distinct prompt once, plus every option or
+    generated token); reuse across calls (a cached system block, a memoised result) is charged as if recomputed, so
+    caches never change a budget decision. ``model_seconds`` is measured.
     ``rollouts`` counts agent instances; the ``train_*`` scalars are the trainers' own budget units.
     """
 

@@ -6,7 +6,7 @@ from never computing a prompt token twice. Here
 * a prompt is prefilled **once, alone, without padding**, keeping only the last position's logits; its KV state can
   start from a cached shared prefix (the system block: SKILL.md plus instance-independent tool text), which
   :class:`PrefixStore` keeps per weights version;
-* ranking runs each option batch on top of the prompt's KV state, however the options are chunked;
+* ranking scores every option on top of the prompt's KV state in one row (a tree mask), never re-running it;
 * decoding stacks the prefilled rows (left-padded *inside the cache*, masked) and can repeat each row ``n`` times,
   so a GRPO group shares one prefill.
 
@@ -83,34 +83,56 @@ def prefill(hf: Any, ids: Sequence[int], device: Any, base: Prefill | None = Non
     return Prefill(list(ids), kv, out.logits[0, -1].float())
 
 
+TREE_TOKENS = 512  # option tokens fed per forward in ranking (a bound on the [T, L + T] mask)
+
+
+def _option_blocks(options: Sequence[Sequence[int]], budget: int) -> list[list[int]]:
+    """Indices of multi-token options, grouped so that each group feeds at most ``budget`` tokens."""
+    groups: list[list[int]] = []
+    fed = 0
+    for i, o in enumerate(options):
+        if len(o) < 2:
+            continue
+        if not groups or fed + len(o) - 1 > budget:
+            groups.append([])
+            fed = 0
+        groups[-1].append(i)
+        fed += len(o) - 1
+    return groups
+
+
 @torch.no_grad()
-def option_logps(hf: Any, row: Prefill, options: Sequence[Sequence[int]], chunk: int, pad: int) -> list[float]:
-    """Mean per-token log-probability of each option after the prompt, from the prompt's KV state (never re-run)."""
+def option_logps(hf: Any, row: Prefill, options: Sequence[Sequence[int]], budget: int = TREE_TOKENS) -> list[float]:
+    """Mean per-token log-probability of each option after the prompt, from the prompt's KV state (never re-run).
+
+    All options continue the prompt in one row, as a tree: each option's tokens attend to the whole prompt and to
+    their own earlier tokens only (a 4D mask), at the positions they would have alone. One row means the prompt's
+    KV state is never copied per option, and the result equals scoring each option on its own."""
     device = row.logits.device
     first = torch.log_softmax(row.logits, -1)
-    scores: list[float] = []
+    totals = [first[o[0]].item() for o in options]
     length = len(row.ids)
-    for start in range(0, len(options), max(chunk, 1)):
-        part = [list(o) for o in options[start:start + max(chunk, 1)]]
-        n, width = len(part), max(map(len, part))
-        if width == 1:  # single-token options need nothing beyond the prompt's own logits
-            scores += [first[o[0]].item() for o in part]
-            continue
-        ids = torch.full((n, width), pad, dtype=torch.long, device=device)
-        for i, o in enumerate(part):
-            ids[i, :len(o)] = torch.tensor(o, device=device)
-        kv = [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in row.kv]
-        positions = torch.arange(length, length + width, device=device).unsqueeze(0).expand(n, -1)
-        mask = torch.ones(n, length + width, dtype=torch.long, device=device)
-        logits = hf(input_ids=ids, attention_mask=mask, position_ids=positions, cache=_cache(kv),
-                    use_cache=True).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], -1)
-        for i, o in enumerate(part):
-            total = first[o[0]].item()
-            if len(o) > 1:
-                total += logp[i, torch.arange(len(o) - 1, device=device), torch.tensor(o[1:], device=device)].sum().item()
-            scores.append(total / len(o))
-    return scores
+    for group in _option_blocks(options, budget):
+        fed = [list(options[i][:-1]) for i in group]  # the last token of an option predicts nothing we need
+        n = sum(map(len, fed))
+        ids = torch.tensor([[t for f in fed for t in f]], device=device)
+        positions = torch.tensor([[length + j for f in fed for j in range(len(f))]], device=device)
+        dtype = row.kv[0][0].dtype
+        mask = torch.full((1, 1, n, length + n), torch.finfo(dtype).min, dtype=dtype, device=device)
+        mask[..., :length] = 0
+        start = 0
+        for f in fed:
+            block = torch.triu(torch.ones(len(f), len(f), dtype=torch.bool, device=device), 1)
+            mask[0, 0, start:start + len(f), length + start:length + start + len(f)].masked_fill_(~block, 0)
+            start += len(f)
+        logp = torch.log_softmax(hf(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                    cache=_cache(row.kv), use_cache=True).logits[0].float(), -1)
+        start = 0
+        for i, f in zip(group, fed):
+            targets = torch.tensor(options[i][1:], device=device)
+            totals[i] += logp[torch.arange(start, start + len(f), device=device), targets].sum().item()
+            start += len(f)
+    return [total / len(o) for total, o in zip(totals, options)]
 
 
 def _stack(rows: Sequence[Prefill], repeats: int) -> tuple[DynamicCache, torch.Tensor, torch.Tensor, torch.Tensor]:

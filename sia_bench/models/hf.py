@@ -212,8 +212,8 @@ class HFModel(Model):
 
     def sample_groups(self, batch: list[Messages], group_size: int, params: SamplingParams) -> list[SampledGroup]:
         """``group_size`` sampled completions per prompt, each prompt prefilled once and its KV state shared by its
-        group (GRPO rollouts). One metered call; tokens are charged per completion (prompt + completion), as if
-        each had been generated alone, so the saving shows in seconds, never in the compute budget."""
+        group (GRPO rollouts). One metered call, charged as computed within the call: each prompt once plus every
+        completion token (as ranking charges a prompt once plus its options)."""
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
         if params.temperature <= 0:
@@ -231,7 +231,7 @@ class HFModel(Model):
                     for g, row in enumerate(rows):
                         comps = [ids or [eos] for ids in new[g * group_size:(g + 1) * group_size]]
                         groups.append(SampledGroup(row.ids, comps, [self._text(c, params) for c in comps]))
-                        call.count(group_size * len(row.ids), sum(map(len, comps)))
+                        call.count(len(row.ids), sum(map(len, comps)))
         return groups
 
     def _json_processor(self, schema: str) -> Any:
@@ -259,7 +259,7 @@ class HFModel(Model):
 
     # -- ranking -----------------------------------------------------------------------------------------------
     def _rank(self, batch: list[tuple[Messages, list[str]]]) -> list[Ranking]:
-        """One prefill per prompt (from its cached system block), then every option batch on top of it."""
+        """One prefill per prompt (from its cached system block), then all its options on top of it."""
         weights = self.weights_digest()
         eos = self.tokenizer.eos_token_id
         out = []
@@ -269,7 +269,7 @@ class HFModel(Model):
                 ids, shared = self.prompt_ids(messages)
                 opts = [self._tokens(o) or [eos] for o in options]
                 row = self._prefill(ids, shared, weights)
-                scores = engine.option_logps(self.hf, row, opts, self.batch_size, self.tokenizer.pad_token_id)
+                scores = engine.option_logps(self.hf, row, opts)
                 out.append(Ranking(scores, len(ids) + sum(map(len, opts)), time.perf_counter() - t0))
         return out
 

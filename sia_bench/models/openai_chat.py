@@ -28,9 +28,12 @@ class OpenAIChatModel(Model):
     timeout_s: float = 120.0
     concurrency: int = 4
     structured: bool = True  # send json_schema as response_format; false for servers without it
+    parameters: int | None = None  # the served model's size, when known: its calls are then charged in FLOPs
     client: Any = None  # injected in tests
 
     def __post_init__(self) -> None:
+        if self.parameters is not None and (not isinstance(self.parameters, int) or self.parameters <= 0):
+            raise ValueError(f"parameters must be a positive whole number (the model's size), got {self.parameters!r}")
         if self.client is None:
             from openai import OpenAI
 
@@ -44,7 +47,8 @@ class OpenAIChatModel(Model):
         return self.model
 
     def info(self) -> dict[str, Any]:
-        return {"backend": "openai", "name": self.model, "base_url": self.base_url or "api.openai.com"}
+        info = {"backend": "openai", "name": self.model, "base_url": self.base_url or "api.openai.com"}
+        return {**info, "parameters": self.parameters} if self.parameters else info
 
     def _response_format(self, params: SamplingParams) -> dict[str, Any]:
         """OpenAI's structured outputs (also served by vLLM and SGLang); ``structured=false`` for servers without."""

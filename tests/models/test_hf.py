@@ -119,14 +119,15 @@ def test_system_block_reuse_changes_no_answer_and_no_score():
     assert [x for row in a for x in row] == pytest.approx([x for row in b for x in row], abs=1e-5)
 
 
-def test_option_chunks_share_one_prefix_pass_and_match_a_full_forward(tiny_model):
+def test_options_share_one_prompt_pass_and_match_a_full_forward(tiny_model):
+    from sia_bench.models import engine
+
     options = ["盗窃", "诈骗", "故意伤害", "[走私、贩卖、运输、制造]毒品", "x"]
-    batch_size = tiny_model.batch_size
-    try:
-        tiny_model.batch_size = 2  # three option chunks on top of one prompt pass
-        [chunked] = tiny_model.loglikelihood([(WITH_SYSTEM[1], options)])
-    finally:
-        tiny_model.batch_size = batch_size
+    [chunked] = tiny_model.loglikelihood([(WITH_SYSTEM[1], options)])
+    ids, shared = tiny_model.prompt_ids(WITH_SYSTEM[1])
+    row = engine.prefill(tiny_model.hf, ids, tiny_model.device)
+    opts = [tiny_model.tokenizer(o, add_special_tokens=False)["input_ids"] for o in options]
+    assert engine.option_logps(tiny_model.hf, row, opts, budget=3) == pytest.approx(chunked, abs=1e-5)  # many rows
     tok = tiny_model.tokenizer
     prefix = tok(tiny_model.chat_text(WITH_SYSTEM[1]), add_special_tokens=False)["input_ids"]
     for option, score in zip(options, chunked):

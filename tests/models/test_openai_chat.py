@@ -60,3 +60,21 @@ def test_json_schema_is_sent_as_response_format_unless_switched_off():
     assert "response_format" not in seen[-1]
     OpenAIChatModel(model="m", client=client).generate([[{"role": "user", "content": "hi"}]])
     assert "response_format" not in seen[-1]
+
+
+def test_api_calls_are_charged_flops_only_for_a_declared_size():
+    import pytest
+
+    from sia_bench import metering
+    from sia_bench.records import Ledger
+
+    unknown, _ = make(failures=0)
+    sized = OpenAIChatModel(model="m", client=unknown.client, parameters=7_000_000, concurrency=1)
+    ledger = Ledger()
+    with metering.charging(ledger, "feedback"):
+        unknown.generate([[{"role": "user", "content": "hi"}]])
+        sized.generate([[{"role": "user", "content": "hi"}]])
+    assert ledger.flops == {"feedback": 2 * 7_000_000 * (5 + 3)} and ledger.flops_unknown == {"feedback": 1}
+    assert ledger.tokens_in == {"feedback": 10} and ledger.calls == {"feedback": 2}
+    with pytest.raises(ValueError, match="positive whole number"):
+        OpenAIChatModel(model="m", client=unknown.client, parameters=-1)
