@@ -11,6 +11,7 @@ names as hidden (e.g. a dataset shipped inside a mounted package) are masked (un
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -52,11 +53,16 @@ class Limits:
 
 def python_paths() -> dict[str, list[str]]:
     """The interpreter binary, the base installation and the library folders a sandboxed Python needs."""
+    return {k: list(v) for k, v in _python_paths().items()}
+
+
+@functools.lru_cache(maxsize=1)
+def _python_paths() -> dict[str, tuple[str, ...]]:  # resolving them costs ~5 ms; they never change in a process
     paths = sysconfig.get_paths()
     site = sorted({str(Path(paths[k]).resolve()) for k in ("purelib", "platlib") if Path(paths[k]).is_dir()})
     base = str(Path(sys.base_prefix).resolve())
     exe = Path(sys.executable).resolve()
-    return {"exe": [str(exe)], "base": [base], "site": site}
+    return {"exe": (str(exe),), "base": (base,), "site": tuple(site)}
 
 
 def bwrap_path() -> str | None:
@@ -167,7 +173,7 @@ def child_env(limits: Limits, result_fd: int, command_fd: int, extra: dict[str, 
            "NUMBA_NUM_THREADS": threads, "NUMEXPR_NUM_THREADS": threads, "VECLIB_MAXIMUM_THREADS": threads,
            "TORCH_NUM_THREADS": threads, "NUMBA_CACHE_DIR": f"{home}/.numba", "TRITON_CACHE_DIR": f"{home}/.triton",
            "SIA_RESULT_FD": str(result_fd), "SIA_COMMAND_FD": str(command_fd),
-           "SIA_SITE": json.dumps(python_paths()["site"])}
+           "SIA_SITE": json.dumps(python_paths()["site"]), "SIA_SITE_PATHS": os.pathsep.join(python_paths()["site"])}
     env.update(extra or {})
     return env
 

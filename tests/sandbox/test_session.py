@@ -47,3 +47,30 @@ def test_session_round_trip():
         assert s.recv(10).header["v"] == 10.0
         s.send({"kind": "stop"})
         assert s.wait() == 0
+
+
+def test_child_headers_encode_as_json_does():
+    """The kit encodes headers without importing json (start-up cost); it must agree with json.dumps(default=str)."""
+    import json
+    import sys
+
+    from sia_bench.sandbox.boundary import KIT
+
+    sys.path.insert(0, str(KIT))
+    try:
+        import sandbox_child
+    finally:
+        sys.path.remove(str(KIT))
+    value = {"a": 1, "b": [1.5, None, True, False, 'x"\n\u00e9\U0001f600'], 3: float("nan"), "i": float("-inf"),
+             "n": np.int64(5), "f": np.float64(2.5), "t": (1, "2"), "d": {"k": {}}, 2.5: "k", None: 1, True: 2,
+             "big": 10 ** 30, "o": object}
+    assert sandbox_child._dumps(value) == json.dumps(value, separators=(",", ":"), default=str)
+
+
+def test_a_program_runs_as_a_fresh_main_module():
+    code = ("import sys, pickle, sandbox_child as c\nclass Point:\n    pass\n"
+            "c.send({'kind': 'result', 'main': sys.modules['__main__'].__dict__.get('Point') is Point,"
+            " 'file': __file__, 'argv': sys.argv, 'pickled': len(pickle.dumps(Point()))})\n")
+    res = run(["python", "p.py", "--flag"], files={"p.py": code.encode()}, limits=Limits(wall_s=10))
+    head = res.last("result").header
+    assert head["main"] and head["file"] == "p.py" and head["argv"] == ["p.py", "--flag"] and head["pickled"] > 0
