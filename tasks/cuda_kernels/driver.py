@@ -10,6 +10,7 @@ interface (load, init, run K calls, publish outputs) over pipes and shared buffe
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import random
 import secrets
@@ -184,9 +185,9 @@ class Driver:
             if "value" not in item and item["dtype"] not in NUMPY:
                 raise HarnessError("reference prepare", f"dtype {item['dtype']} cannot be shared")
         per_slot = Layout.slot_bytes(spec["inputs"], spec["outputs"]) + 2 * Layout.slot_bytes([], spec["outputs"])
-        k_time = round(self.opts.sample_ms / 1e3 / max(float(spec["eager_once_s"]), 1e-7))
         k_mem = int(self.opts.arena_mb * 2**20 // max(per_slot, 1))
-        k = max(1, min(k_time, k_mem, self.opts.max_slots if role == "timed" and timed else 1))
+        k = max(1, min(self.slots_for(sizes, float(spec["eager_once_s"])), k_mem,
+                       self.opts.max_slots if role == "timed" and timed else 1))
         layout = Layout(spec["inputs"], spec["outputs"], k)
         arenas: dict[str, Arena] = {}
         try:
@@ -208,6 +209,21 @@ class Driver:
         atol = problem.atol if problem.atol is not None else default_tolerance(dtype)
         rtol = problem.rtol if problem.rtol is not None else default_tolerance(dtype)
         return Shape(sizes, spec, weights, layout, arenas, atol, rtol, role)
+
+    def slots_for(self, sizes: dict[str, Any], measured_s: float) -> int:
+        """Calls per timing sample, a power of two so that a sample is about ``sample_ms`` of eager work. From the
+        meta-device cost estimate (the same in every run: K changes what is cached and how much per-command overhead
+        is amortised, so a K that wandered with a noisy measurement moved speed-ups by 15%); the measured time of
+        one eager call only where the problem cannot run on meta."""
+        est_s = measured_s
+        try:
+            reply, _ = self.reference().request({"cmd": "probe", "globals": sizes, "allow_real": False}, timeout=300)
+            if reply.header.get("method") == "meta":
+                est_s = self.opts.budget.estimate_ms(reply.header) / 1e3
+        except WorkerError:
+            pass
+        want = max(1.0, self.opts.sample_ms / 1e3 / max(est_s, 1e-7))
+        return 1 << int(math.floor(math.log2(want)))
 
     # -- scoring ---------------------------------------------------------------------------------------------------
     def score(self, problem: Problem, program: str, *, seed: int, cpp_flags: str = "", nvcc_flags: str = "-O3",

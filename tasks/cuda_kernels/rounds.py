@@ -26,6 +26,7 @@ from .workers import Worker, WorkerError
 
 IDLE_TOLERANCE_S = 0.001  # CPU a blocked worker tree may show between two commands (measured: 0.000)
 AUDIT_P = 0.2
+WARMUP_ROUNDS = 2
 FALLBACK_SHARE = 0.25  # share of sampled candidate CPU time in torch/numpy/BLAS that makes it a fallback
 
 
@@ -301,6 +302,8 @@ class ShapeRun:
 
     def timing(self, budget_s: float, target_pct: float, min_rounds: int, min_audits: int) -> dict[str, Any]:
         series, start = Series([], []), time.monotonic()
+        for _ in range(WARMUP_ROUNDS):  # checked like any round, not recorded: a fresh worker's first calls pay
+            self.round(self.seeds(), audited=False)  # page faults the reference's warm heap no longer does
         while True:
             audited = self.ctx.rng.random() < AUDIT_P
             times = self.round(self.seeds(), audited)

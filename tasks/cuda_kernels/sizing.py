@@ -14,9 +14,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-EXEMPT = {"kernel_size", "stride", "padding", "dilation", "groups", "output_padding", "num_groups", "dim", "axis",
-          "reduce_dim", "reduction_dim", "scan_dim", "pool_size", "window_size", "k", "topk", "num_heads", "heads",
-          "n_heads", "seed"}
+# Never scaled: hyper-parameters that change what is computed, not how much (an axis index such as ``dim = 1`` is
+# below MIN_SCALABLE anyway, so a feature size called ``dim`` scales).
+EXEMPT = {"kernel_size", "stride", "padding", "dilation", "groups", "output_padding", "num_groups", "pool_size",
+          "window_size", "k", "topk", "num_heads", "heads", "n_heads", "seed"}
 MIN_SCALABLE = 16
 GRID = [2.0 ** (-k / 2) for k in range(41)]  # 1, 0.71, 0.5, ... ~1e-6
 
@@ -125,11 +126,14 @@ def choose(defaults: dict[str, int], probe: Callable[[dict[str, Any], bool], dic
                           note="" if (first and meta_ok and budget.fits(first)) else "no size-like globals to scale")
     grid = GRID if meta_ok else list(reversed(GRID))  # meta: from the top, nothing allocated; real: from the bottom
     chosen: tuple[float, dict[str, int], dict[str, Any]] | None = None
+    smallest: tuple[float, dict[str, int], dict[str, Any]] | None = None
     for factor in grid:
         values = scaled(sizes, factor)
         result = cost(values, not meta_ok)
         if not result or result.get("method") == "none":
             continue
+        if smallest is None or factor < smallest[0]:
+            smallest = (factor, values, result)
         if budget.fits(result):
             if meta_ok:
                 chosen = (factor, values, result)
@@ -137,13 +141,16 @@ def choose(defaults: dict[str, int], probe: Callable[[dict[str, Any], bool], dic
             chosen = (factor, values, result)
         elif not meta_ok and chosen is not None:
             break
+    note = ""
     if chosen is None:
-        raise ValueError("no size on the scaling grid fits the budget and runs")
+        if smallest is None:
+            raise ValueError("the reference runs at no size on the scaling grid")
+        chosen, note = smallest, "even the smallest size exceeds the budget (sizes without a scalable global)"
     factor, values, result = chosen
     shape = {} if factor == 1.0 else values
     estimate = {**result, "estimate_ms": budget.estimate_ms(result)}
     return SizePolicy("file" if factor == 1.0 else "scaled", [shape], check_candidates(shape, defaults), factor,
-                      estimate, asdict(budget))
+                      estimate, asdict(budget), note)
 
 
 def from_preset(name: str, shapes: list[dict[str, Any]], defaults: dict[str, int]) -> SizePolicy:

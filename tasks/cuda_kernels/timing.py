@@ -79,6 +79,7 @@ class Series:
         out = {"candidate": cand.to_dict(), "eager": eager.to_dict(),
                "speedup": eager.median_us / cand.median_us if cand.median_us > 0 else 0.0,
                "paired_ratio": {"median": r_med, "ci95": [r_lo, r_hi]}}
+        out["samples_us"] = {"candidate": [round(v, 1) for v in self.candidate], "eager": [round(v, 1) for v in self.eager]}
         if self.candidate_wall and self.eager_wall:
             out["wall"] = {"candidate_median_us": statistics.median(self.candidate_wall),
                            "eager_median_us": statistics.median(self.eager_wall)}
