@@ -74,3 +74,13 @@ def test_a_program_runs_as_a_fresh_main_module():
     res = run(["python", "p.py", "--flag"], files={"p.py": code.encode()}, limits=Limits(wall_s=10))
     head = res.last("result").header
     assert head["main"] and head["file"] == "p.py" and head["argv"] == ["p.py", "--flag"] and head["pickled"] > 0
+
+
+def test_without_a_writable_cgroup_rlimits_fence_each_process_and_the_record_says_so(monkeypatch):
+    from sia_bench.sandbox import cgroups
+
+    monkeypatch.setattr(cgroups, "create", lambda *a, **k: None)
+    ok = _run("import sandbox_child as c\nc.send({'kind': 'result'})\n")
+    assert ok.ok and ok.stats["limits"] == "rlimit-per-process"
+    hog = _run("import numpy as np\nx = np.ones((30_000, 30_000))\n", memory_mb=512)
+    assert not hog.ok and "memory" in hog.error.lower()
