@@ -141,11 +141,46 @@ def _v2_base() -> Path | None:
     return base if needed <= enabled else None
 
 
+PREFIX = "sia-sandbox-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale(parent: Path) -> int:
+    """Remove empty sandbox cgroups left under ``parent`` by a harness that died before closing them (their name
+    carries the owner's pid); a live owner's cgroups and non-empty ones are left alone. Returns how many went."""
+    removed = 0
+    try:
+        entries = [e for e in parent.iterdir() if e.name.startswith(PREFIX)]
+    except OSError:
+        return 0
+    for entry in entries:
+        owner = entry.name[len(PREFIX):].split("-", 1)[0]
+        if not owner.isdigit() or _alive(int(owner)) or _read(entry / "cgroup.procs").strip():
+            continue
+        try:
+            entry.rmdir()
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
 def create(memory_mb: int | None, max_procs: int | None, cpus: list[int] | None = None) -> Cgroup | None:
-    """A fresh cgroup with these limits, or None when no writable cgroup with memory and pids control exists."""
-    name = f"sia-sandbox-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    """A fresh cgroup with these limits, or None when no writable cgroup with memory and pids control exists.
+    Empty cgroups of dead harnesses under the same parents are swept first."""
+    name = f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     base = _v2_base()
     if base is not None:
+        sweep_stale(base)
         d = base / name
         try:
             d.mkdir()
@@ -170,6 +205,7 @@ def create(memory_mb: int | None, max_procs: int | None, cpus: list[int] | None 
         mount = ROOT / controller
         if not mount.is_dir() or controller not in own:
             continue
+        sweep_stale(mount / own[controller].lstrip("/"))
         d = mount / own[controller].lstrip("/") / name
         try:
             d.mkdir()

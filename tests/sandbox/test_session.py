@@ -1,5 +1,6 @@
 """The sandbox core: results come back over the channel, and the boundary holds for the basic escape routes."""
 
+import os
 import time
 
 import numpy as np
@@ -84,3 +85,28 @@ def test_without_a_writable_cgroup_rlimits_fence_each_process_and_the_record_say
     assert ok.ok and ok.stats["limits"] == "rlimit-per-process"
     hog = _run("import numpy as np\nx = np.ones((30_000, 30_000))\n", memory_mb=512)
     assert not hog.ok and "memory" in hog.error.lower()
+
+
+def test_stale_cgroups_of_dead_harnesses_are_swept(tmp_path):
+    """A harness killed mid-run leaves its (empty) cgroups behind; the next one removes them, and only them."""
+    from sia_bench.sandbox import cgroups
+
+    dead = subprocess_pid_that_exited()
+    stale, live, busy = (tmp_path / f"sia-sandbox-{dead}-aaaa", tmp_path / f"sia-sandbox-{os.getpid()}-bbbb",
+                         tmp_path / f"sia-sandbox-{dead}-cccc")
+    for d in (stale, live, busy):
+        d.mkdir()
+        (d / "cgroup.procs").write_text("")
+    (busy / "cgroup.procs").write_text("123\n")
+    for d in (stale, live):  # a real cgroup directory empties itself; here the files stand in for it
+        (d / "cgroup.procs").unlink()
+    assert cgroups.sweep_stale(tmp_path) == 1
+    assert not stale.exists() and live.exists() and busy.exists()
+
+
+def subprocess_pid_that_exited() -> int:
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
