@@ -96,7 +96,7 @@ def test_cost_estimates_by_hand():
     assert steps_for_budget(10 * cost.seconds + 1e-9, cost) == 10
     ppo = WeightUpdate(algo="ppo", group_size=8, prompts_per_step=4)  # 4 epochs; free text needs an old pass
     free = estimate_step_cost(ppo, parameters=1_000, prompt_tokens=100, completion_tokens=20)
-    assert free.sample_flops == 2 * 1_000 * (4 * 8 * 120 + 4 * (100 + 8 * 20))
+    assert free.sample_flops == 2 * (2 * 1_000 * 4 * (100 + 8 * 20))  # sampling + the old-policy pass
     assert free.train_flops == 4 * 6 * 1_000 * 4 * (100 + 8 * 20)
     with pytest.raises(ValueError, match="flops_per_second"):
         steps_for_budget(100, free)
@@ -110,10 +110,16 @@ class SamePromptTask(RankTask):
 
 
 def test_the_report_charges_what_the_trainer_processed(tmp_path):
+    from sia_bench import metering
+
     model, task = tiny(), SamePromptTask()
     state = loop_state(task, model, tmp_path)
-    _, report = apply_weight_update(state, task.default_harness(),
-                                    WeightUpdate(steps=2, group_size=4, prompts_per_step=2, lr=1e-2))
+    with metering.charging(state.gen_ledger):  # as the loop runs an improver
+        _, report = apply_weight_update(state, task.default_harness(),
+                                        WeightUpdate(steps=2, group_size=4, prompts_per_step=2, lr=1e-2))
+    metered = state.gen_ledger.flops
+    assert metered["train_rollout"] + metered["train_step"] == pytest.approx(report["sample_flops"] +
+                                                                             report["train_flops"])
     params = sum(p.numel() for n, p in model.hf.named_parameters() if "lora_" not in n)
     tok = model.tokenizer
     prompt = len(tok(model.chat_text(task.render(task.default_harness(), task.split("train")[0]).messages),

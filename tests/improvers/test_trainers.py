@@ -156,7 +156,7 @@ def test_mixed_groups_resample_to_fill_the_step(task, model, tmp_path):
     half = DirectionTask(task.good, constant={i: 0.0 for i in range(0, 16, 2)})  # even ids: always 0
     prepare_adapter(model, None, 8, 0)
     state = loop_state(half, model, tmp_path, seed=4)
-    update = WeightUpdate(steps=1, group_size=8, prompts_per_step=4, resample_rounds=4, max_new_tokens=1)
+    update = WeightUpdate(steps=1, group_size=8, prompts_per_step=4, resample_rounds=10, max_new_tokens=1)
     _, report = apply_weight_update(state, half.default_harness(), update)
     step = report["steps"][0]
     assert step["skipped_groups"] >= 1 and step["groups_used"] == 4, step

@@ -14,9 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from sia_bench.improvers.trainers.settings import UpdateSettings
-
-FORWARD_FLOPS_PER_PARAM_TOKEN = 2.0
-TRAIN_FLOPS_PER_PARAM_TOKEN = 6.0
+from sia_bench.metering import FORWARD_FLOPS_PER_PARAM_TOKEN, TRAIN_FLOPS_PER_PARAM_TOKEN
 
 
 @dataclass
@@ -36,31 +34,27 @@ class StepCost:
 
 
 def forward_flops(parameters: int, tokens: int) -> float:
-    return FORWARD_FLOPS_PER_PARAM_TOKEN * parameters * tokens
+    return float(FORWARD_FLOPS_PER_PARAM_TOKEN) * parameters * tokens
 
 
 def train_flops(parameters: int, tokens: int) -> float:
-    return TRAIN_FLOPS_PER_PARAM_TOKEN * parameters * tokens
+    return float(TRAIN_FLOPS_PER_PARAM_TOKEN) * parameters * tokens
 
 
 def estimate_step_cost(settings: UpdateSettings, parameters: int, prompt_tokens: int, completion_tokens: int,
                        options: int = 0, flops_per_second: float | None = None) -> StepCost:
     """One round's cost for prompts of ``prompt_tokens`` and answers (or options) of ``completion_tokens``.
 
-    ``options`` > 0 means a rank-mode harness with that many options per prompt: sampling scores every option once
-    per prompt; otherwise each of the ``group_size`` samples is generated (prompt + completion per sample, as
-    batched generation recomputes the prompt per row)."""
+    ``options`` > 0 means a rank-mode harness with that many options per prompt (sampling scores every option once
+    per prompt); otherwise ``group_size`` completions are generated per prompt. Either way the group shares one
+    prefill, as :mod:`sia_bench.metering` charges it. Resampled groups (``resample_rounds``) come on top."""
     n_prompts = settings.prompts_per_step
     rows = options if options > 0 else settings.group_size
     per_group = prompt_tokens + rows * completion_tokens  # one shared-prefix pass over the group
-    if options > 0:
-        sample = forward_flops(parameters, n_prompts * per_group)
-        extra_passes = 1 if settings.kl_coef > 0 else 0  # the reference pass; the old policy came with sampling
-    else:
-        sample = forward_flops(parameters, n_prompts * settings.group_size * (prompt_tokens + completion_tokens))
-        needs_old = settings.algo == "ppo" or settings.resolved_epochs() * settings.resolved_minibatches() > 1
-        extra_passes = int(needs_old) + (1 if settings.kl_coef > 0 else 0)
-    sample += extra_passes * forward_flops(parameters, n_prompts * per_group)
+    needs_old = options == 0 and (settings.algo == "ppo" or
+                                  settings.resolved_epochs() * settings.resolved_minibatches() > 1)
+    extra_passes = int(needs_old) + int(settings.kl_coef > 0)  # rank mode: the old policy came with sampling
+    sample = (1 + extra_passes) * forward_flops(parameters, n_prompts * per_group)
     train = settings.resolved_epochs() * train_flops(parameters, n_prompts * per_group)
     total = sample + train
     return StepCost(sample, train, total / flops_per_second if flops_per_second else None)

@@ -26,8 +26,9 @@ from typing import Any, Sequence
 
 import torch
 
+from sia_bench import metering
 from sia_bench.improvers.trainers.forward import RowOutputs, SharedPrefix, row_chunks
-from sia_bench.improvers.trainers.rollouts import Group, option_policy
+from sia_bench.improvers.trainers.rollouts import TRAIN_STEP, Group, option_policy
 from sia_bench.improvers.trainers.settings import UpdateSettings
 
 
@@ -94,13 +95,15 @@ def backward_minibatch(model: Any, groups: Sequence[Group], settings: UpdateSett
             if not live:
                 continue
             chunks = [[live[j] for j in c] for c in row_chunks([rows[i] for i in live], chunk_tokens)]
-        shared = SharedPrefix(model.hf, group.prompt_ids, model.device, need_hidden=algo == "ppo")
-        for chunk in chunks:
-            out = shared.rows([rows[i] for i in chunk])
-            part = (_rank_terms if group.rank else _free_terms)(group, chunk, out, settings, value_head, terms)
-            (part / terms.count).backward()
-            terms.loss += part.item() / terms.count
-        shared.backward()
+        with metering.model_call(model, purpose=TRAIN_STEP, training=True) as call:
+            shared = SharedPrefix(model.hf, group.prompt_ids, model.device, need_hidden=algo == "ppo")
+            for chunk in chunks:
+                out = shared.rows([rows[i] for i in chunk])
+                part = (_rank_terms if group.rank else _free_terms)(group, chunk, out, settings, value_head, terms)
+                (part / terms.count).backward()
+                terms.loss += part.item() / terms.count
+            shared.backward()
+            call.count(len(group.prompt_ids) + sum(len(rows[i]) for c in chunks for i in c))
     for name in ("policy", "value", "entropy", "approx_kl"):
         setattr(terms, name, getattr(terms, name) / terms.count)
     return terms
@@ -189,7 +192,8 @@ def old_policy_pass(model: Any, groups: Sequence[Group], settings: UpdateSetting
     for group in groups:
         if group.rank:
             if need_ref:
-                with model.hf.disable_adapter():
+                with model.hf.disable_adapter(), metering.model_call(model, purpose=TRAIN_STEP) as call:
+                    call.count(group.tokens())
                     shared = SharedPrefix(model.hf, group.prompt_ids, model.device)
                     group.old["ref"] = option_policy(shared.rows(group.options).mean_logps(), settings.temperature)
             continue
@@ -198,7 +202,9 @@ def old_policy_pass(model: Any, groups: Sequence[Group], settings: UpdateSetting
             if key in group.old:
                 continue
             want_value = settings.algo == "ppo" and not adapter_off
-            with model.hf.disable_adapter() if adapter_off else contextlib.nullcontext():
+            with (model.hf.disable_adapter() if adapter_off else contextlib.nullcontext(),
+                  metering.model_call(model, purpose=TRAIN_STEP) as call):
+                call.count(group.tokens())
                 shared = SharedPrefix(model.hf, group.prompt_ids, model.device, need_hidden=want_value)
                 logps, values = [], []
                 for chunk in row_chunks(group.completions, chunk_tokens):

@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 from sia_bench.harness import Harness
 from sia_bench.task import Instance
 
+# Ledger purposes of the trainers' model calls (see sia_bench.metering): sampling, and the optimizer's passes.
+TRAIN_ROLLOUT, TRAIN_STEP = "train_rollout", "train_step"
+
 if TYPE_CHECKING:
     import torch
 
@@ -103,32 +106,18 @@ def reward_of(state: "LoopState", harness: Harness, inst: Instance, text: str) -
 
 def _sample_generations(state: "LoopState", harness: Harness, instances: Sequence[Instance], prompts: Sequence[Any],
                         update: "UpdateSettings") -> list[Group]:
-    import torch
+    """The model's group sampler: each prompt prefilled once, its ``group_size`` completions drawn from
+    softmax(logits / T) (top-p 1) with EOS kept, metered as training rollouts."""
+    from sia_bench import metering
+    from sia_bench.models.base import SamplingParams
 
     model = state.agent.model
-    texts = [model.chat_text(p.messages) for p in prompts]
-    enc = model.encode_prompts([t for t in texts for _ in range(update.group_size)])
-    max_new = update.max_new_tokens or harness["max_new_tokens"]
-    eos, pad = model.tokenizer.eos_token_id, model.tokenizer.pad_token_id
-    with torch.no_grad():
-        seqs = model.hf.generate(**enc, max_new_tokens=max_new, do_sample=True, temperature=update.temperature,
-                                 top_p=1.0, top_k=0, pad_token_id=pad, eos_token_id=eos)
-    width = enc["input_ids"].shape[1]
-    groups = []
-    for g, inst in enumerate(instances):
-        rows = range(g * update.group_size, (g + 1) * update.group_size)
-        prompt = enc["input_ids"][rows[0]][enc["attention_mask"][rows[0]].bool()].tolist()
-        comps, outs, rewards = [], [], []
-        for row in rows:
-            ids = seqs[row, width:].tolist()
-            if eos in ids:
-                ids = ids[:ids.index(eos) + 1]  # keep EOS: stopping is part of what is learned
-            text = model.tokenizer.decode(ids, skip_special_tokens=True)
-            comps.append(ids or [eos])
-            outs.append(text)
-            rewards.append(reward_of(state, harness, inst, text))
-        groups.append(Group(inst, prompt, comps, outs, rewards))
-    return groups
+    params = SamplingParams(max_new_tokens=update.max_new_tokens or harness["max_new_tokens"],
+                            temperature=update.temperature, top_p=1.0)
+    with metering.charging(purpose=TRAIN_ROLLOUT):
+        sampled = model.sample_groups([p.messages for p in prompts], update.group_size, params)
+    return [Group(inst, list(s.prompt_ids), [list(c) for c in s.completions], list(s.texts),
+                  [reward_of(state, harness, inst, t) for t in s.texts]) for inst, s in zip(instances, sampled)]
 
 
 def option_policy(scores: "torch.Tensor", temperature: float) -> "torch.Tensor":
@@ -147,16 +136,19 @@ def _sample_options(state: "LoopState", harness: Harness, instances: Sequence[In
 
     from sia_bench.improvers.trainers.forward import SharedPrefix
 
+    from sia_bench import metering
+
     model = state.agent.model
     tok = model.tokenizer
     groups = []
     for inst, prompt in zip(instances, prompts):
         prefix = tok(model.chat_text(prompt.messages), add_special_tokens=False)["input_ids"]
         options = [tok(o, add_special_tokens=False)["input_ids"] or [tok.eos_token_id] for o in prompt.options]
-        with torch.no_grad():
+        with torch.no_grad(), metering.model_call(model, purpose=TRAIN_ROLLOUT) as call:
             shared = SharedPrefix(model.hf, prefix, model.device, need_hidden=value_head is not None)
             logp = option_policy(shared.rows(options).mean_logps(), update.temperature)
             value = value_head(shared.last_hidden).squeeze(-1) if value_head is not None else None
+            call.count(len(prefix) + sum(map(len, options)))
         picks = torch.multinomial(logp.double().exp(), update.group_size, replacement=True).tolist()
         texts = [prompt.options[k] for k in picks]
         group = Group(inst, prefix, [options[k] for k in picks], texts,

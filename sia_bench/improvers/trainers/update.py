@@ -111,8 +111,7 @@ class _Run:
             for group in sample_groups(self.state, self.harness, self._draw(need), update, value_head=head):
                 self.rollouts += len(group.completions)
                 self.tokens += len(group.completions) * len(group.prompt_ids) + sum(map(len, group.completions))
-                self.sample_flops += forward_flops(self.parameters, group.tokens() if group.rank else
-                                                   self.tokens_generated(group))
+                self.sample_flops += forward_flops(self.parameters, group.tokens())  # as the meter charges it
                 rewards += [r for r in group.rewards if math.isfinite(r)]
                 record["unscorable"] += sum(not math.isfinite(r) for r in group.rewards)
                 group.weights = group_signal(update.algo, group.rewards, update, group.texts)
@@ -126,10 +125,6 @@ class _Run:
             record["note"] = "every sampled reward in the batch is the same: no signal, step not taken"
             return []
         return used
-
-    @staticmethod
-    def tokens_generated(group: Group) -> int:
-        return sum(len(group.prompt_ids) + len(c) for c in group.completions)
 
     def round(self) -> dict[str, Any]:
         update, trainer = self.update, self.trainer
