@@ -28,6 +28,7 @@ class BetterTogether(JointImprover):
 
     name = "bt"
     strategy: str = "p -> w -> p"
+    algo: str = "rft"  # BetterTogether's weight step is bootstrap fine-tuning: rejection sampling, then SFT
 
     def __post_init__(self) -> None:
         parse_strategy(self.strategy)
