@@ -4,6 +4,7 @@ raised (no TypeError, OverflowError, NaN, unreadable harness.toml)."""
 
 from __future__ import annotations
 
+import atexit
 import math
 import random
 import shutil
@@ -23,6 +24,7 @@ SPECS = {"mode": ParamSpec(str, "a", choices=("a", "b")), "k": ParamSpec(int, 2,
 PARAMS = sorted(SPECS) + ["few_shot", "temperature", "tools", "max_new_tokens", "nope"]
 SHM = Path("/dev/shm")
 FOLDER = Path(tempfile.mkdtemp(prefix="sia-harness-roundtrip-", dir=SHM if SHM.is_dir() else None))
+atexit.register(shutil.rmtree, FOLDER, True)  # reused by every example, removed at exit
 
 
 def base() -> Harness:

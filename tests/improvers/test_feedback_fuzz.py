@@ -4,6 +4,7 @@ UTF-8 JSON without NaN, and every patch it carries that applies gives a harness 
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import random
@@ -21,6 +22,7 @@ from tests.fuzz import json_text, pick, text, value
 ALLOWED = [["harness_patch", "weight_update", "stop"], ["harness_patch"], ["weight_update", "stop"]]
 SHM = Path("/dev/shm")
 FOLDER = Path(tempfile.mkdtemp(prefix="sia-feedback-fuzz-", dir=SHM if SHM.is_dir() else None))
+atexit.register(shutil.rmtree, FOLDER, True)  # reused by every example, removed at exit
 
 
 def harness() -> Harness:
