@@ -21,6 +21,7 @@ from sia_bench.agent import Agent
 from sia_bench.config import Budget, HarnessStart, RunConfig, resolve_run  # noqa: F401  (Budget re-exported)
 from sia_bench.harness import Harness, PatchError
 from sia_bench.improvers.base import Improver, LoopState, Proposal
+from sia_bench.improvers.view import TrainOnlyTask
 from sia_bench.memo import ResultMemo
 from sia_bench.models.base import Model
 from sia_bench.records import Candidate, GenerationRecord, JsonlWriter, Ledger, RunRecord, atomic_write_json, \
@@ -30,7 +31,12 @@ from sia_bench.rundir import RunDirError, open_run, stored_config
 from sia_bench.task import Task, TaskError, subsample
 
 EventHook = Callable[..., None]
-EVAL_SAMPLE_SEED = 0  # val/test subsets do not depend on the run seed, so all arms and seeds share instances
+EVAL_SAMPLE_SEED = 0  # the test subset never depends on the run seed: every arm and seed is scored on the same cases
+# Sources of randomness a run seed drives, recorded in every run: seeds are replicates, not copies.
+SEED_VARIES = ("val subset (drawn from the val pool carved from train)", "train minibatch order",
+               "proposer tie-breaks and sampling", "RL sampling and prompt order", "LoRA initialisation",
+               "sampled decoding (temperature > 0)")
+SEED_FIXED = ("test instances", "the starting harness", "greedy decoding")
 
 
 def build_task(name: str, options: dict[str, Any]) -> Task:
@@ -109,7 +115,9 @@ class Loop:
 
     # -- helpers -----------------------------------------------------------------------------------------------
     def _instances(self, split: str):
-        return subsample(self.task.split(split), self.config.limit, EVAL_SAMPLE_SEED)
+        """The scored subset: test is the same for every arm and seed; val is drawn with the run's seed."""
+        seed = self.config.seed if split == "val" else EVAL_SAMPLE_SEED
+        return subsample(self.task.split(split), self.config.limit, seed)
 
     def _use_adapter(self, adapter_dir: str | None) -> None:
         if self.model.trainable and hasattr(self.model, "load_adapter"):
@@ -172,7 +180,9 @@ class Loop:
             improver={"name": cfg.improver, "label": label, "args": self.improver.settings()},
             models={"task": self.model.info(), "feedback": self.feedback_model.info() if self.feedback_model else None},
             seed=cfg.seed, limit=cfg.limit, budget=cfg.budget, environment=environment(),
-            start_harness={**cfg.harness.model_dump(mode="json"), "digest": self.start_harness.digest})
+            start_harness={**cfg.harness.model_dump(mode="json"), "digest": self.start_harness.digest},
+            replicate={"seed": cfg.seed, "varies": list(SEED_VARIES), "fixed": list(SEED_FIXED),
+                       "test_subset_seed": EVAL_SAMPLE_SEED, "val_subset_seed": cfg.seed})
 
     def run(self) -> RunRecord:
         """Start the run, or continue it from its last finished generation; the folder is locked meanwhile."""
@@ -198,11 +208,13 @@ class Loop:
             if int(folder.name[4:]) >= len(record.generations):
                 shutil.rmtree(folder)
         start_harness = self.start_harness
-        if hasattr(self.improver, "initial_harness"):
-            start_harness = self.improver.initial_harness(self.task, start_harness, self.feedback_model,
-                                                          generation_seed(self.config.seed, 0))
         if not record.generations:
-            self._generation_zero(record, start_harness)
+            meta = Ledger()
+            if hasattr(self.improver, "initial_harness"):  # the Meta-Agent drafts the start once, charged to gen 0
+                with metering.compute_budget(record.budget.compute_flops, 0.0), metering.charging(meta, "meta"):
+                    start_harness = self.improver.initial_harness(self.task, start_harness, self.feedback_model,
+                                                                  generation_seed(self.config.seed, 0))
+            self._generation_zero(record, start_harness, meta)
         with metering.compute_budget(record.budget.compute_flops, record.ledger.total_flops()):
             while (reason := self._stop_reason(record)) is None:
                 record.ledger.wall_seconds = wall_before + time.perf_counter() - started
@@ -223,13 +235,12 @@ class Loop:
         harness = Harness.load(self.run_dir / gen.candidate.harness_dir, like)
         return harness, gen.candidate.adapter_dir, gen.val
 
-    def _generation_zero(self, record: RunRecord, harness: Harness) -> None:
+    def _generation_zero(self, record: RunRecord, harness: Harness, led: Ledger) -> None:
         t0 = time.perf_counter()
         gen_dir = self.run_dir / "gen_000"
         harness.save(gen_dir / "harness")
         seed = generation_seed(self.config.seed, 0)
         _seed_everything(seed)
-        led = Ledger()
         self.events("generation", index=0, note="scoring the starting candidate on val")
         val = self._evaluate(harness, None, "val", gen_dir / "val.jsonl", seed, led)
         record.controls["val"] = self.task.control_scores("val", self._instances("val"))
@@ -262,7 +273,9 @@ class Loop:
         self._use_adapter(best_adapter)
         led = Ledger()
         self.events("generation", index=index, note="improver proposing")
-        state = LoopState(generation=index, task=self.task, agent=self.agent, train=self.task.split("train"),
+        view = TrainOnlyTask(self.task)  # improvers see train instances and val aggregates, nothing else
+        state = LoopState(generation=index, task=view, agent=Agent(view, self.model, self.agent.memo),
+                          train=view.split("train"), val_size=len(self._instances("val")),
                           best_harness=best_harness, best_adapter_dir=self.run_dir / best_adapter if best_adapter
                           else None, best_val=best_val, history=list(record.generations), ledger=record.ledger,
                           gen_ledger=led, budget=record.budget, seed=seed, workdir=gen_dir,

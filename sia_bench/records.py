@@ -198,6 +198,8 @@ class RunRecord(BaseModel):
     ledger: Ledger = Field(default_factory=Ledger)
     config: dict[str, Any] | None = None  # the RunConfig the run was started with (resume reads it from here)
     start_harness: dict[str, Any] = Field(default_factory=dict)  # source, parameter overrides and digest
+    # What a seed changes (so seeds are replicates) and what it never changes (so arms compare pairwise).
+    replicate: dict[str, Any] = Field(default_factory=dict)
 
     def save(self, run_dir: Path) -> None:
         atomic_write_json(Path(run_dir) / "run.json", self.model_dump(mode="json"))

@@ -1,6 +1,6 @@
 """The improver contract, DSPy-style: settings in the constructor, one proposal per generation from the loop's state.
 
-An improver sees the task, the **train** split, the current best candidate and the history (val aggregates and
+An improver sees the task through a train-only view (:mod:`sia_bench.improvers.view`), the **train** split, the current best candidate and the history (val aggregates and
 decisions). It never sees val or test instances, labels or per-sample scores: the loop owns evaluation and the gate.
 """
 
@@ -51,6 +51,7 @@ class LoopState:
     seed: int
     workdir: Path  # this generation's folder: save adapters under workdir / "adapter"
     feedback_model: Model | None = None
+    val_size: int = 0  # number of val instances the gate scores (an aggregate: the resolution of val)
 
     @property
     def rng(self) -> random.Random:

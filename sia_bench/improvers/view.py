@@ -52,6 +52,10 @@ class TrainOnlyTask:
                                      f"{self.name}: improvers may render, parse and score train instances only")
 
     # -- the contract, train instances only --------------------------------------------------------------------------
+    def data_info(self) -> dict[str, Any]:
+        """Dataset identity (names, sizes, checksums): aggregates, no instances."""
+        return self._get().data_info()
+
     def default_harness(self) -> Harness:
         return self._get().default_harness()
 
