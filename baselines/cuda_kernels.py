@@ -3,7 +3,8 @@ reference kernel per backend; plus the SIA paper's TriMul anchor rows (H100, geo
 competition's seven shapes).
 
 Baseline programs are marked ``source: baseline:<name>``: they may call torch (that is the point of them), so the
-task skips its torch-fallback checks for them; parse() never produces that mark, so a model cannot claim it.
+task skips its torch-fallback checks for them (every other check still runs); parse() never produces that mark, so
+a model cannot claim it. They run in a candidate worker like any program, with the problem file beside them.
 """
 
 from __future__ import annotations
@@ -11,13 +12,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from sia_bench.task import Answer, Baseline, Instance, Task
-
-_EAGER = '''from reference_problem import Model
-
-
-class ModelNew(Model):
-    """The reference itself: torch eager."""
-'''
+from tasks.cuda_kernels.task import BEST_CPP_FLAGS, EAGER_PROGRAM
 
 _COMPILE = '''import torch
 from reference_problem import Model
@@ -40,14 +35,14 @@ class _Program(Baseline):
 
     def predict(self, task: Task, instances: Sequence[Instance]) -> list[Answer]:
         return [Answer({"program": self.program, "source": f"baseline:{self.name}",
-                        "cpp_flags": "-O3 -march=native -fopenmp", "nvcc_flags": "-O3"}, self.name) for _ in instances]
+                        "cpp_flags": BEST_CPP_FLAGS, "nvcc_flags": "-O3"}, self.name) for _ in instances]
 
 
 class TorchEager(_Program):
     """The PyTorch reference run as the candidate: speed-up ~1, so it shows the timing noise floor."""
 
     name = "torch_eager"
-    program = _EAGER
+    program = EAGER_PROGRAM
 
 
 class TorchCompile(_Program):

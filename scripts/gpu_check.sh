@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One-shot GPU check for the cuda_kernels task (about 5-7 minutes on an H200). Installs nothing: it uses the
-# machine's python3 with whatever torch/cupy/triton it has, and says plainly what is missing.
+# One-shot GPU check for the cuda_kernels task (about 5-8 minutes on an H200: reference kernels at the gpu preset,
+# then 2 x 10 scorings of matmul 4096^3 for the timing spread). Installs nothing: it uses the machine's python3 with
+# whatever torch/cupy/triton it has (and bubblewrap if present, else the weak sandbox mode), and says what is missing.
 # Usage: bash scripts/gpu_check.sh [--deadline SECONDS] [--quick]
 set -u
 cd "$(dirname "$0")/.." || exit 1

@@ -173,7 +173,7 @@ class ShapeRun:
         interpreter (which is orders of magnitude slower than anything compiled)."""
         if self.ctx.result.interpreted:
             return 3600.0
-        return max(10.0, 200 * once_s * self.shape.k)
+        return max(5.0, 200 * once_s * self.shape.k)
 
     def check_tampering(self, names: Any) -> None:
         self.ctx.result.ran("tamper report from the worker")

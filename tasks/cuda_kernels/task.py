@@ -95,6 +95,8 @@ class CudaKernelsTask(Task):
         "min_rounds": ParamSpec(int, 10, min=3, max=10000, help="timing rounds before the interval may stop it"),
         "sample_ms": ParamSpec(float, 10.0, min=0.1, max=10000, help="eager time one timing sample aims at (the "
                                                                      "number of calls K per sample follows)"),
+        "slots_mb": ParamSpec(float, 256.0, min=1, max=1 << 20, help="shared memory for one shape's call slots "
+                                                                     "(inputs, expected, candidate and eager outputs)"),
         "audit": ParamSpec(bool, True, help="sample where the candidate's CPU time goes (perf events)"),
         "cache_dir": ParamSpec(str, None, help="compile cache, written only by the builder "
                                                "(default ~/.cache/sia-bench/kernels)"),
@@ -126,7 +128,7 @@ class CudaKernelsTask(Task):
             backend=self.backend, mode=self.opts["sandbox"], threads=self.opts["threads"], preset=self.opts["size"],
             trials=self.opts["trials"], time=self.opts["time"], timing_budget_s=self.opts["timing_budget_s"],
             target_ci_pct=self.opts["target_ci_pct"], min_rounds=self.opts["min_rounds"],
-            sample_ms=self.opts["sample_ms"],
+            sample_ms=self.opts["sample_ms"], arena_mb=self.opts["slots_mb"],
             timeout_s=self.opts["timeout_s"], audit=self.opts["audit"], cache_dir=Path(cache).expanduser(),
             memory_mb=(4096 if self.backend == "cpu" else None) if memory == -1 else (memory or None),
             budget=SizeBudget(max_call_mb=self.opts["size_budget_mb"], max_call_ms=self.opts["size_budget_ms"])))

@@ -181,7 +181,12 @@ HOSTILE: dict[str, tuple[str, str, set[str]]] = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(HOSTILE))
+# The long tail (each waits on a limit: memory, the run-time cap, eight real compilations, a second problem's
+# reference) runs with -m slow; the rest, 40 hostile answers, in the default suite.
+SLOW = {"memory bomb", "an infinite loop", "a flood of compile requests", "BLAS through numpy for matmul"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(HOSTILE)])
 def test_hostile_answer_scores_zero_with_a_named_reason(cpu_task, name):
     problem, program, allowed = HOSTILE[name]
     result = score(cpu_task, problem, program)
@@ -191,8 +196,8 @@ def test_hostile_answer_scores_zero_with_a_named_reason(cpu_task, name):
     assert not result.details["harness_errors"], result.details["harness_errors"]
 
 
-def test_there_are_at_least_35_hostile_answers():
-    assert len(HOSTILE) >= 35
+def test_there_are_at_least_35_hostile_answers_in_the_default_run():
+    assert len(set(HOSTILE) - SLOW) >= 35
 
 
 @pytest.mark.parametrize("label, flags, forward", [
@@ -273,7 +278,7 @@ class ModelNew(nn.Module):
 
 
 @pytest.mark.parametrize("name, edit, allowed", [
-    ("honest", None, None),
+    pytest.param("honest", None, None, marks=pytest.mark.slow),
     ("zeros", ("        return y\n", "        return y.zero_()\n"), {"constant output"}),
     ("stale after the first call", ("        y = torch.empty_like(x)\n",
                                     "        if self.last is not None:\n            return self.last\n"
