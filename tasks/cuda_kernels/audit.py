@@ -53,15 +53,10 @@ class Profile:
     def share(self, category: str) -> float:
         return self.categories[category] / self.total if self.total else 0.0
 
-    def threads_used(self, coverage: float = 0.75) -> int:
-        """How many threads it takes to cover ``coverage`` of the samples (many short-lived threads count too:
-        a thread spawned per call has a small share of its own, but the main thread's share drops)."""
-        total, covered = sum(self.threads.values()), 0
-        for used, n in enumerate(sorted(self.threads.values(), reverse=True), start=1):
-            covered += n
-            if covered >= coverage * total:
-                return used
-        return 0
+    def outside_busiest(self, allowed: int) -> int:
+        """Samples taken in threads other than the ``allowed`` busiest ones (a thread spawned per call has a small
+        share of its own, but together they show up here; an honest single-threaded worker has none)."""
+        return sum(sorted(self.threads.values(), reverse=True)[allowed:])
 
     def merge(self, other: "Profile") -> None:
         self.categories.update(other.categories)
@@ -72,7 +67,8 @@ class Profile:
     def to_dict(self) -> dict:
         return {"samples": self.total, "period_us": self.period_us, "lost": self.lost,
                 "share": {c: round(self.share(c), 4) for c in CATEGORIES},
-                "threads_used": self.threads_used(), "distinct_threads": len(self.threads), "top_libraries": dict(self.libraries.most_common(6))}
+                "threads": len(self.threads), "busiest_thread_share": round(max(self.threads.values(), default=0) /
+                                                                            max(self.total, 1), 4), "top_libraries": dict(self.libraries.most_common(6))}
 
 
 def _libc():

@@ -112,3 +112,23 @@ def compare(got: np.ndarray, expected: np.ndarray, dtype: str, atol: float, rtol
                         {"wrong_rows": int(len(rows)), "rows": int(len(wrong)), "first_row": int(rows[0]),
                          "relative_error": total})
     return None
+
+
+SENSITIVITY = 0.25  # largest relative disagreement between the reference's and the candidate's output change
+
+
+def insensitive(got_a: np.ndarray, got_b: np.ndarray, exp_a: np.ndarray, exp_b: np.ndarray, dtype: str) -> \
+        Mismatch | None:
+    """Inputs a and b differ in one random block. Whatever that changed in the reference's output must change alike
+    in the candidate's: an output that ignores part of its input fails here even inside a loose tolerance."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        d_exp = np.nan_to_num(as_float(exp_b, dtype).astype(np.float64) - as_float(exp_a, dtype), posinf=0, neginf=0)
+        d_got = np.nan_to_num(as_float(got_b, dtype).astype(np.float64) - as_float(got_a, dtype), posinf=0, neginf=0)
+        changed = float(np.sqrt((d_exp ** 2).sum()))
+        off = float(np.sqrt(((d_got - d_exp) ** 2).sum()))
+    if changed > 0 and off > SENSITIVITY * changed:
+        return Mismatch("ignores part of the input", f"changing one block of the input changed the reference's "
+                                                     f"output by {changed:.3g} (L2) and yours differently (off by "
+                                                     f"{off:.3g}): the output does not follow all of its input",
+                        {"changed": changed, "off": off})
+    return None

@@ -35,6 +35,7 @@ from .timing import geomean
 from .workers import WarmPool, Worker, WorkerConfig, WorkerError
 
 MAX_COMPILE_REQUESTS = 8
+EXTRA_THREAD_SHARE = 0.2  # of sampled time outside the allowed number of busiest threads
 
 
 def llc_bytes() -> int:
@@ -67,7 +68,7 @@ class DriverOptions:
     timeout_s: float = 180.0  # per candidate, compilation included
     memory_mb: int | None = 4096
     audit: bool = True
-    min_audits: int = 2
+    min_audits: int = 3
     budget: sizing.SizeBudget = field(default_factory=sizing.SizeBudget)
     cache_dir: Path = Path.home() / ".cache" / "sia-bench" / "kernels"
 
@@ -172,7 +173,8 @@ class Driver:
         self._policies[problem.name] = policy
         return policy
 
-    def prepare(self, problem: Problem, sizes: dict[str, Any], seed: int, role: str, timed: bool = True) -> Shape:
+    def prepare(self, problem: Problem, sizes: dict[str, Any], seed: int, role: str, timed: bool = True,
+                interpreted: bool = False) -> Shape:
         """The reference at these sizes, and shared buffers for K slots; every failure here is the harness's."""
         self.load_problem(problem)
         ref = self.reference()
@@ -186,8 +188,9 @@ class Driver:
                 raise HarnessError("reference prepare", f"dtype {item['dtype']} cannot be shared")
         per_slot = Layout.slot_bytes(spec["inputs"], spec["outputs"]) + 2 * Layout.slot_bytes([], spec["outputs"])
         k_mem = int(self.opts.arena_mb * 2**20 // max(per_slot, 1))
-        k = max(1, min(self.slots_for(sizes, float(spec["eager_once_s"])), k_mem,
-                       self.opts.max_slots if role == "timed" and timed else 1))
+        want = self.slots_for(sizes, float(spec["eager_once_s"])) if role == "timed" and timed else 2
+        # Two at least, for the sensitivity pair in every round; one in the Triton interpreter (seconds a call).
+        k = 1 if interpreted else max(1, min(max(2, want), k_mem, self.opts.max_slots))
         layout = Layout(spec["inputs"], spec["outputs"], k)
         arenas: dict[str, Arena] = {}
         try:
@@ -267,7 +270,7 @@ class Driver:
         ctx = Context(ref, cand, res, self.opts.threads, list(self.cpus), self.flush_bytes,
                       time.monotonic() + self.opts.timeout_s, random.Random(secrets.randbits(64)), trusted,
                       config.gpu, self.audit_reason is None and not (self.opts.backend == "triton" and not config.gpu),
-                      "wall" if config.gpu else "cpu", self.trusted_roots)
+                      "wall" if config.gpu or cand.cpu_seconds() is None else "cpu", self.trusted_roots)
         if self.audit_reason:
             res.notes.append(f"compute audit unavailable: {self.audit_reason}")
         try:
@@ -297,7 +300,7 @@ class Driver:
         res.interpreted = opts.backend == "triton" and not ctx.gpu
         timing = opts.time and not res.interpreted
         for index, sizes in enumerate(policy.shapes):
-            shape = self.prepare(problem, sizes, seed + index, "timed", timing)
+            shape = self.prepare(problem, sizes, seed + index, "timed", timing, res.interpreted)
             try:
                 run = self._start_shape(ctx, shape, seed + index)
                 t = time.monotonic()
@@ -339,11 +342,8 @@ class Driver:
             res.timed = True
 
     def _start_shape(self, ctx: Context, shape: Shape, seed: int) -> ShapeRun:
-        try:
-            ctx.cand.send_arenas([(shape.arenas["in"], False), (shape.arenas["out"], True)])
-        except WorkerError as err:
-            raise candidate_failure(err) from None
         run = ShapeRun(ctx, shape)
+        run.send_arenas()
         reply, _ = run.cand("init", arrays=shape.weights, init_inputs=shape.spec["init_inputs"], seed=seed,
                             weights=shape.spec["weights"])
         skipped = reply.header.get("skipped") or []
@@ -360,7 +360,7 @@ class Driver:
             return
         for sizes in policy.check_shapes:
             try:
-                shape = self.prepare(problem, sizes, seed + 100, "check")
+                shape = self.prepare(problem, sizes, seed + 100, "check", interpreted=ctx.result.interpreted)
             except HarnessError as err:
                 ctx.result.notes.append(f"check shape {sizes} skipped: the reference failed there ({err})")
                 continue
@@ -405,6 +405,7 @@ class Driver:
             ctx.cand.request(header, timeout=max(1.0, ctx.deadline - time.monotonic()), on_compile=on_compile)
         except WorkerError as err:
             raise candidate_failure(err) from None
+        ctx.idle_from = ctx.cand.cpu_seconds()  # from here on, the program may only work inside commands
 
     def _judge_audit(self, ctx: Context, trusted: bool) -> None:
         prof, res = ctx.profile, ctx.result
@@ -412,10 +413,11 @@ class Driver:
             return
         res.audit = prof.to_dict()
         res.ran("compute audit (sampled instruction pointers)")
-        if prof.threads_used() > ctx.threads:
-            raise CandidateFailure("extra threads", f"{prof.threads_used()} threads did most of the work "
-                                                    f"({len(prof.threads)} in all), {ctx.threads} allowed (they share "
-                                                    f"the pinned cores, so they cannot help)")
+        extra = prof.outside_busiest(ctx.threads)
+        if extra >= 5 and extra >= EXTRA_THREAD_SHARE * prof.total:
+            raise CandidateFailure("extra threads", f"{100 * extra / prof.total:.0f}% of the sampled CPU time ran in "
+                                                    f"threads beyond the {ctx.threads} allowed ({len(prof.threads)} "
+                                                    f"threads in all; they share the pinned cores, so they cannot help)")
         if trusted:
             return
         libs = ", ".join(f"{k} {v}" for k, v in prof.libraries.most_common(4))

@@ -20,6 +20,7 @@ CHECKS = {
     "inputs read-only to the candidate": "trusted",
     "dtype-aware elementwise tolerance": "trusted",
     "relative error per row and overall": "trusted",
+    "output depends on every part of the input": "trusted",
     "NaN / constant output": "trusted",
     "second shape": "trusted",
     "no CPU work between calls (detached threads, precomputation)": "trusted",

@@ -73,6 +73,7 @@ class Context:
     profile: audit.Profile | None = None
     audited_rounds: int = 0
     rounds: int = 0
+    idle_from: float | None = None  # the candidate tree's CPU seconds after its last reply
 
 
 _FAILURE_KIND = {"compile": "compile", "import": "import", "format": "format", "init": "init", "run": "runtime",
@@ -91,7 +92,6 @@ def candidate_failure(err: WorkerError) -> CandidateFailure:
 class ShapeRun:
     def __init__(self, ctx: Context, shape: Shape):
         self.ctx, self.shape = ctx, shape
-        self.idle_from = ctx.cand.cpu_seconds()
         self.calls = 0
         self.eager_checked = False
 
@@ -114,15 +114,23 @@ class ShapeRun:
             reply = self.ctx.cand.request({"cmd": cmd, **kw}, arrays, timeout=self.remaining(cap))
         except WorkerError as err:
             raise candidate_failure(err) from None
-        self.idle_from = self.ctx.cand.cpu_seconds()
+        self.ctx.idle_from = self.ctx.cand.cpu_seconds()
         return reply
+
+    def send_arenas(self) -> None:
+        self.idle_check("before the buffers were handed over")
+        try:
+            self.ctx.cand.send_arenas([(self.shape.arenas["in"], False), (self.shape.arenas["out"], True)])
+        except WorkerError as err:
+            raise candidate_failure(err) from None
+        self.ctx.idle_from = self.ctx.cand.cpu_seconds()
 
     def idle_check(self, when: str) -> None:
         now = self.ctx.cand.cpu_seconds()
-        if now is None or self.idle_from is None:
+        if now is None or self.ctx.idle_from is None:
             return
         self.ctx.result.ran("no CPU work between calls (detached threads, precomputation)")
-        used = now - self.idle_from
+        used = now - self.ctx.idle_from
         if used > IDLE_TOLERANCE_S:
             raise CandidateFailure("work outside calls", f"the program used {used * 1e3:.1f} ms of CPU while it "
                                                          f"had no call to run ({when}): a background thread or "
@@ -132,7 +140,8 @@ class ShapeRun:
     def round(self, seeds: list[int], audited: bool) -> dict[str, float]:
         ctx, sh = self.ctx, self.shape
         slots = list(range(sh.k))
-        self.ref("gen", slots=slots, seeds=seeds)
+        pairs = [[0, 1, self.ctx.rng.randrange(1, 2**62)]] if sh.k >= 2 else []
+        self.ref("gen", slots=slots, seeds=seeds, pairs=pairs)
         np.frombuffer(sh.arenas["out"].map, dtype=np.uint8)[:sh.layout.out_bytes].fill(0xFF)  # NaN until published
         order = ("cand", "eager") if ctx.rounds % 2 == 0 else ("eager", "cand")
         ctx.rounds += 1
@@ -154,7 +163,7 @@ class ShapeRun:
             before, t0 = ctx.cand.cpu_seconds(), time.perf_counter()
             try:
                 reply, dt = self.cand("run", cap=self.run_cap(once_s), slots=slots)
-                after, t1 = self.idle_from, time.perf_counter()  # read right after the reply, by cand()
+                after, t1 = self.ctx.idle_from, time.perf_counter()  # read right after the reply, by cand()
             finally:
                 if sampler:
                     self.finish_audit(sampler)
@@ -165,8 +174,20 @@ class ShapeRun:
         reply, times["cand_publish"] = self.cand("publish")
         _, times["eager_publish"] = self.ref("publish")
         self.check_outputs(reply.header.get("outputs"), slots)
+        if pairs:
+            self.check_sensitivity(0, 1)
         self.calls += sh.k
         return times
+
+    def check_sensitivity(self, a: int, b: int) -> None:
+        sh = self.shape
+        for i, want in enumerate(sh.layout.outputs):
+            refs = {name: [sh.arenas[name].array(sh.layout.output_refs(s, name)[i]) for s in (a, b)]
+                    for name in ("out", "exp")}
+            bad = compare.insensitive(*refs["out"], *refs["exp"], want["dtype"])
+            if bad is not None:
+                raise CandidateFailure(bad.kind, f"at {sh.sizes or 'the file sizes'}: {bad.message}")
+        self.ctx.result.ran("output depends on every part of the input")
 
     def run_cap(self, once_s: float) -> float:
         """How long one run command may take: generous against eager, unbounded but the budget in the

@@ -154,12 +154,43 @@ def cmd_layout(h, _):
     return {"kind": "laid_out"}, ()
 
 
+def perturbed(source, seed):
+    """A copy of another slot's inputs with one random block of one floating-point input redrawn (an eighth of it:
+    either a run of the flattened tensor, or a band of the last dimension across all rows): the pair shows whether
+    an output follows every part of its input."""
+    out = [x.clone() if isinstance(x, torch.Tensor) else x for x in source]
+    floats = [i for i, x in enumerate(out) if isinstance(x, torch.Tensor) and x.is_floating_point() and x.numel()]
+    if floats:
+        g = torch.Generator().manual_seed(int(seed))
+        pick = lambda n: int(torch.randint(n, (1,), generator=g))  # noqa: E731
+        x = out[floats[pick(len(floats))]]
+        scale = float(x.float().std()) + 1.0 if x.numel() > 1 else 1.0
+        if x.dim() >= 2 and x.shape[-1] >= 8 and pick(2):
+            width = x.shape[-1] // 8
+            start = pick(x.shape[-1] - width + 1)
+            band = x[..., start:start + width]
+            band.copy_(torch.randn(band.shape, generator=g).to(x.dtype) * scale)
+        else:
+            flat = x.view(-1)
+            size = max(1, flat.numel() // 8)
+            start = pick(flat.numel() - size + 1)
+            flat[start:start + size] = (torch.randn(size, generator=g) * scale).to(flat.dtype)
+    return out
+
+
 def cmd_gen(h, _):
-    """Fresh inputs for each slot (its own seed) into the shared buffers, and the expected outputs beside them."""
+    """Fresh inputs for each slot (its own seed) into the shared buffers, and the expected outputs beside them.
+    ``pairs`` [[source, target, seed]]: the target slot gets the source's inputs with one block redrawn."""
     module, model = S["module"], S["model"]
+    derived = {int(t): (int(src), seed) for src, t, seed in h.get("pairs", [])}
+    generated = {}
     for slot, seed in zip(h["slots"], h["seeds"]):
-        torch.manual_seed(int(seed))
-        fresh = list(module.get_inputs())
+        if slot in derived:
+            fresh = perturbed(generated[derived[slot][0]], derived[slot][1])
+        else:
+            torch.manual_seed(int(seed))
+            fresh = list(module.get_inputs())
+        generated[slot] = fresh
         views, expected, _ = S["views"][slot]
         if len(fresh) != len(views):
             raise ValueError(f"get_inputs returned {len(fresh)} values, {len(views)} before")

@@ -110,3 +110,21 @@ def test_single_problem_mode_uses_different_seeds_per_split():
         assert seeds == {"train": [1000, 1001], "val": [2000, 2001], "test": [3000, 3001]}
     finally:
         task.close()
+
+
+def test_an_output_that_ignores_part_of_its_input_is_caught_even_inside_the_tolerance():
+    import numpy as np
+
+    from tasks.cuda_kernels.compare import compare, insensitive
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((64, 512)).astype(np.float32)
+    b = a.copy()
+    b[:, 448:] = rng.standard_normal((64, 64))  # the inputs differ in the last eighth of the columns
+    exp_a, exp_b = 100 + a.cumsum(1) * 1e-3, 100 + b.cumsum(1) * 1e-3  # the change is well inside rtol
+    lazy_a, lazy_b = exp_a.copy(), exp_b.copy()
+    lazy_b[:, 448:] = lazy_a[:, 448:]  # a program that never reads the last eighth
+    assert compare(lazy_b, exp_b, "float32", 5e-2, 5e-2) is None  # the value checks alone let it through
+    assert insensitive(lazy_a, lazy_b, exp_a, exp_b, "float32").kind == "ignores part of the input"
+    noisy = [e + rng.standard_normal(e.shape).astype(np.float32) * 1e-7 for e in (exp_a, exp_b)]
+    assert insensitive(*noisy, exp_a, exp_b, "float32") is None  # honest rounding is not flagged
