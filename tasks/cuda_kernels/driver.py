@@ -350,7 +350,8 @@ class Driver:
         if skipped:
             ctx.result.notes.append(f"weights not copied (no parameter of that name and shape): {skipped[:5]}")
         run.cand("layout", slots=[{"inputs": shape.layout.input_refs(s, "in"),
-                                   "outputs": shape.layout.output_refs(s, "out")} for s in range(shape.k)])
+                                   "outputs": shape.layout.output_refs(s, "out") if ctx.gpu else []}
+                                  for s in range(shape.k)])
         return run
 
     def _check_shape(self, problem: Problem, policy: sizing.SizePolicy, seed: int, ctx: Context) -> None:

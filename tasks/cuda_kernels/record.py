@@ -25,6 +25,7 @@ CHECKS = {
     "second shape": "trusted",
     "no CPU work between calls (detached threads, precomputation)": "trusted",
     "output unchanged after return": "trusted",
+    "outputs read from the candidate's memory, no code of it running": "trusted",
     "threads pinned (cgroup cpuset)": "trusted",
     "CPU seconds within threads x wall time": "trusted",
     "compute audit (sampled instruction pointers)": "trusted",

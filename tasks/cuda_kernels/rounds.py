@@ -20,6 +20,7 @@ import numpy as np
 
 from . import audit, compare
 from .record import CandidateFailure, HarnessError, KernelResult
+from . import shm
 from .shm import Arena, Layout
 from .timing import Series
 from .workers import Worker, WorkerError
@@ -120,7 +121,8 @@ class ShapeRun:
     def send_arenas(self) -> None:
         self.idle_check("before the buffers were handed over")
         try:
-            self.ctx.cand.send_arenas([(self.shape.arenas["in"], False), (self.shape.arenas["out"], True)])
+            shared = [(self.shape.arenas["in"], False)]  # read-only inputs; a GPU worker also publishes its outputs
+            self.ctx.cand.send_arenas(shared + ([(self.shape.arenas["out"], True)] if self.ctx.gpu else []))
         except WorkerError as err:
             raise candidate_failure(err) from None
         self.ctx.idle_from = self.ctx.cand.cpu_seconds()
@@ -171,9 +173,15 @@ class ShapeRun:
             times["cand"] = self.per_call(before, after, dt)
             times["cand_wall"] = dt / sh.k
             self.check_cpu(before, after, t1 - t0)
-        reply, times["cand_publish"] = self.cand("publish")
-        _, times["eager_publish"] = self.ref("publish")
-        self.check_outputs(reply.header.get("outputs"), slots)
+            described = reply.header.get("outputs")
+        self.idle_check("after the call returned")
+        if ctx.gpu:  # device outputs: the candidate copies them to host memory, a step bounded by eager's
+            reply, times["cand_publish"] = self.cand("publish")
+            _, times["eager_publish"] = self.ref("publish")
+            self.check_described(reply.header.get("outputs"), slots)
+        else:  # host outputs: read straight from the candidate's memory, no code of it runs
+            self.fetch(described, slots)
+        self.check_outputs(slots)
         if pairs:
             self.check_sensitivity(0, 1)
         self.calls += sh.k
@@ -222,12 +230,12 @@ class ShapeRun:
             raise CandidateFailure("extra threads", f"the call used {used * 1e3:.1f} ms of CPU in {wall * 1e3:.1f} ms "
                                                     f"of wall time with {self.ctx.threads} thread(s) allowed")
 
-    def check_outputs(self, described: Any, slots: list[int]) -> None:
-        sh, result = self.shape, self.ctx.result
-        expected_specs = sh.layout.outputs
+    def check_described(self, described: Any, slots: list[int]) -> list[list[dict[str, Any]]]:
+        """The worker's account of its outputs must match the reference's count, dtypes and shapes."""
+        expected_specs = self.shape.layout.outputs
         if not isinstance(described, list) or len(described) != len(slots):
             raise CandidateFailure("protocol", "the worker's description of its outputs is malformed")
-        for slot, got in zip(slots, described):
+        for got in described:
             if not isinstance(got, list) or len(got) != len(expected_specs):
                 n = len(got) if isinstance(got, list) else "?"
                 raise CandidateFailure("output", f"ModelNew returned {n} output(s), the reference {len(expected_specs)}")
@@ -235,6 +243,36 @@ class ShapeRun:
                 if not isinstance(item, dict) or item.get("dtype") != want["dtype"] or item.get("shape") != want["shape"]:
                     raise CandidateFailure("output", f"output {str(item)[:120]}, expected dtype {want['dtype']} shape "
                                                      f"{want['shape']}")
+        return described
+
+    def fetch(self, described: Any, slots: list[int]) -> None:
+        """Copy every output out of the candidate's address space into the driver's buffer."""
+        sh = self.shape
+        self.outputs_at = []
+        for slot, got in zip(slots, self.check_described(described, slots)):
+            row = []
+            for i, item in enumerate(got):
+                ptr, nbytes = item.get("ptr"), item.get("nbytes")
+                ref = sh.layout.output_refs(slot, "out")[i]
+                want = shm.nbytes(ref)
+                if not isinstance(ptr, int) or nbytes != want or item.get("device") != "cpu":
+                    raise CandidateFailure("output", f"output {i} of call {slot}: {want} bytes on the cpu expected, "
+                                                     f"the worker reports {str(item)[:120]}")
+                if want:
+                    view = memoryview(sh.arenas["out"].map)[ref["offset"]:ref["offset"] + want]
+                    try:
+                        self.ctx.cand.read_memory(ptr, view)
+                    except WorkerError as err:
+                        raise candidate_failure(err) from None
+                    finally:
+                        view.release()
+                row.append(ptr)
+            self.outputs_at.append(row)
+        self.ctx.result.ran("outputs read from the candidate's memory, no code of it running")
+
+    def check_outputs(self, slots: list[int]) -> None:
+        sh, result = self.shape, self.ctx.result
+        expected_specs = sh.layout.outputs
         watched = self.ctx.rng.randrange(len(slots))  # re-read after a delay; which one is secret
         snapshot = sh.arenas["out"].array(sh.layout.output_refs(slots[watched], "out")[-1]).copy()
         for slot in slots:
@@ -252,7 +290,18 @@ class ShapeRun:
                      "inputs read-only to the candidate"):
             result.ran(name)
         time.sleep(0.002)
-        later = sh.arenas["out"].array(sh.layout.output_refs(slots[watched], "out")[-1])
+        if self.ctx.gpu:  # the candidate's own host copy
+            later = sh.arenas["out"].array(sh.layout.output_refs(slots[watched], "out")[-1])
+        else:  # its tensor itself, read again from its memory
+            ref = sh.layout.output_refs(slots[watched], "out")[-1]
+            buffer = bytearray(shm.nbytes(ref))
+            if buffer:
+                try:
+                    self.ctx.cand.read_memory(self.outputs_at[watched][-1], memoryview(buffer))
+                except WorkerError as err:
+                    raise candidate_failure(err) from None
+            later = np.frombuffer(buffer, dtype=shm.NUMPY[ref["dtype"]]).reshape(ref["shape"])
+        self.idle_check("while the outputs were checked")
         result.ran("output unchanged after return")
         if not np.array_equal(later, snapshot, equal_nan=later.dtype.kind == "f"):
             raise CandidateFailure("output changed after return", "an output kept changing after the call returned "
@@ -276,6 +325,8 @@ class ShapeRun:
     def check_determinism(self) -> None:
         """Once per shape: torch eager's timed outputs must equal the expected ones, or the problem is broken."""
         sh = self.shape
+        if not self.ctx.gpu:  # on a GPU the round published them already
+            self.ref("publish")
         for i, want in enumerate(sh.layout.outputs):
             got = sh.arenas["eager"].array(sh.layout.output_refs(0, "eager")[i])
             exp = sh.arenas["exp"].array(sh.layout.output_refs(0, "exp")[i])

@@ -211,18 +211,19 @@ class CudaKernelsTask(Task):
         mean speed-up (0 when wrong), fast_p (correct and faster than p x eager), geometric-mean speed-up over
         correct timed answers, correct rate."""
         valid = [s for s in scores if not s.details.get("harness_error")]
-        out: dict[str, float] = {"harness_error_rate": (len(scores) - len(valid)) / len(scores) if scores else 0.0}
         n = len(valid)
+        error_rate = (len(scores) - n) / len(scores) if scores else 0.0
         if not n:
-            return {**out, "speedup": float("nan")}
+            return {"speedup": float("nan"), "harness_error_rate": error_rate}
         d = [s.details for s in valid]
         timed = [s.value for s in valid if s.value > 0]
-        out["speedup"] = sum(s.value for s in valid) / n
-        out["geomean_speedup"] = geomean(timed) if timed else float("nan")
-        out["correct_rate"] = sum(bool(x.get("correct")) for x in d) / n
+        out: dict[str, float] = {"speedup": sum(s.value for s in valid) / n,
+                                 "geomean_speedup": geomean(timed) if timed else float("nan"),
+                                 "correct_rate": sum(bool(x.get("correct")) for x in d) / n}
         for p in FAST_P:
             key = f"fast_{p:g}"
             out[key] = (sum(bool(x.get("correct")) for x in d) if p == 0 else sum(v > p for v in timed)) / n
+        out["harness_error_rate"] = error_rate
         for key in ("compiled", "executed", "timed"):
             out[f"{key}_rate"] = sum(bool(x.get(key)) for x in d) / n
         times = [x["candidate_us"] for x, s in zip(d, valid) if s.value > 0 and x.get("candidate_us")]

@@ -78,6 +78,8 @@ class Worker:
             child.close()
         self.sock = parent
         self.started = time.monotonic()
+        self._pid: int | None = None
+        self._mem: int | None = None
 
     # -- life cycle ------------------------------------------------------------------------------------------------
     def wait_ready(self, timeout: float = 120.0) -> dict[str, Any]:
@@ -88,12 +90,44 @@ class Worker:
             self.info = dict(message.header)
         return self.info
 
+    def main_pid(self) -> int | None:
+        """The host pid of the worker's Python process: the one in its cgroup whose innermost pid is the pid the
+        worker reported when it was ready (before any candidate code ran)."""
+        if self._pid is None and self.info and isinstance(self.info.get("pid"), int):
+            wanted = self.info["pid"]
+            candidates = self.session.cgroup.pids() if self.session.cgroup else {self.session.proc.pid}
+            for pid in candidates:
+                try:
+                    line = next(ln for ln in open(f"/proc/{pid}/status") if ln.startswith("NSpid:"))
+                except (OSError, StopIteration):
+                    continue
+                if int(line.split()[-1]) == wanted:
+                    self._pid = pid
+                    break
+        return self._pid
+
+    def read_memory(self, address: int, into: memoryview) -> None:
+        """Copy bytes out of the worker's address space (a kernel read: no code of the worker runs)."""
+        if self._mem is None:
+            pid = self.main_pid()
+            if pid is None:
+                raise WorkerError("protocol", "the worker's process could not be found")
+            self._mem = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            n = os.preadv(self._mem, [into], address)
+        except OSError as err:
+            raise WorkerError("output", f"an output at 0x{address:x} could not be read ({err.strerror})") from None
+        if n != len(into):
+            raise WorkerError("output", f"an output at 0x{address:x} is shorter than its shape says")
+
     def alive(self) -> bool:
         return self.session.proc.poll() is None
 
     def close(self) -> dict[str, Any]:
         try:
             self.sock.close()
+            if self._mem is not None:
+                os.close(self._mem)
         except OSError:
             pass
         return self.session.close()

@@ -132,9 +132,9 @@ def cmd_stage(h, _):
 
 
 def cmd_run(h, _):
-    S["slots"] = list(h["slots"])
+    S["slots"], S["outs"] = list(h["slots"]), []  # the previous outputs are freed inside the command, as in eager
     S["outs"] = kit.run_calls(S["model"], S["staged"], S["slots"], sync)
-    return {"kind": "done", "tampered": tampered()}, ()
+    return {"kind": "done", "tampered": tampered(), "outputs": kit.describe(S["outs"])}, ()
 
 
 def cmd_publish(h, _):
@@ -165,6 +165,6 @@ def cmd_trace(h, _):
 
 
 sc.send({"kind": "ready", "role": "candidate", "import_s": time.perf_counter() - T0, "torch": torch.__version__,
-         "device": DEVICE})
+         "device": DEVICE, "pid": os.getpid()})
 kit.serve({"arenas": cmd_arenas, "load": cmd_load, "init": cmd_init, "layout": cmd_layout, "stage": cmd_stage,
            "run": cmd_run, "publish": cmd_publish, "trace": cmd_trace})

@@ -72,15 +72,26 @@ def slot_values(items):
 
 
 def run_calls(model, staged, slots, sync):
-    """The timed loop: one forward per slot, outputs kept; identical for candidate and eager."""
+    """The timed loop: one forward per slot, outputs kept (contiguous, so they can be read as flat bytes);
+    identical for candidate and eager."""
     import torch
 
     outs = []
     with torch.no_grad():
         for s in slots:
             outs.append(model(*staged[s]))
+        outs = [[t.contiguous() if isinstance(t, torch.Tensor) else t for t in as_list(o)] for o in outs]
     sync()
     return outs
+
+
+def describe(outs):
+    """Where each call's outputs are in this process's memory: the driver reads them from outside."""
+    import torch
+
+    return [[{"ptr": t.data_ptr(), "nbytes": t.numel() * t.element_size(), "dtype": dtype_name(t.dtype),
+              "shape": list(t.shape), "device": t.device.type} if isinstance(t, torch.Tensor)
+             else {"type": type(t).__name__} for t in items] for items in outs]
 
 
 def as_list(out):

@@ -220,7 +220,7 @@ def cmd_stage(h, _):
 
 
 def cmd_run(h, _):
-    S["slots"] = list(h["slots"])
+    S["slots"], S["outs"] = list(h["slots"]), []  # the previous outputs are freed inside the command, as in the candidate
     S["outs"] = kit.run_calls(S["model"], S["staged"], S["slots"], sync)
     return {"kind": "done"}, ()
 
@@ -228,7 +228,6 @@ def cmd_run(h, _):
 def cmd_publish(h, _):
     got = kit.publish(S["outs"], [S["views"][s][2] for s in S["slots"]])
     sync()
-    S["outs"] = []
     return {"kind": "published", "outputs": got}, ()
 
 

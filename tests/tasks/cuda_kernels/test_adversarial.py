@@ -118,6 +118,11 @@ HOSTILE: dict[str, tuple[str, str, set[str]]] = {
         "        return torch.zeros_like(x)", top=f"_k = {SNEAK}('kit')\n"
         "vars(_k)['publish'] = lambda outs, targets: [[{'dtype': 'float32', 'shape': list(t.shape)} for t in v] "
         "for v in targets]"), {"nan", "monkeypatch"}),
+    "do the work while the outputs are published, after the clock": ("softmax", S(
+        "        return x", top=f"_k = {SNEAK}('kit')\n_pub = vars(_k)['publish']\n"
+        "def _late(outs, targets):\n    for o, t in zip(outs, targets):\n        for a, b in zip(o, t):\n"
+        "            _softmax(a.contiguous(), b, a.shape[0], a.shape[1])\n    return _pub(outs, targets)\n"
+        "vars(_k)['publish'] = _late"), {"mismatch", "monkeypatch"}),
     # -- work hidden in other threads or processes ---------------------------------------------------------------
     "detached std::thread finishes the work after return": ("softmax", S(
         "        y = torch.empty_like(x)\n        _later(x, y, x.shape[0], x.shape[1])\n        return y",
