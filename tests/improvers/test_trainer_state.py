@@ -130,3 +130,4 @@ def test_the_report_charges_what_the_trainer_processed(tmp_path):
     trained = sum(s["groups_used"] for s in report["steps"] if s["updated"])
     assert report["train_flops"] == 6 * params * group_tokens * trained
     assert state.gen_ledger.train_steps == report["optimizer_steps"] and math.isfinite(report["seconds"])
+

@@ -7,7 +7,6 @@ test_trainer_state.py.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 

@@ -21,7 +21,7 @@ mode) and divided by their count, so micro-batching does not change the gradient
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -59,10 +59,9 @@ class Terms:
     policy: float = 0.0
     value: float = 0.0
     entropy: float = 0.0
-    clipped: float = 0.0
+    clipped: float = 0.0  # samples/tokens whose ratio left [1 - eps, 1 + eps]
     ratio_dev: float = 0.0  # max |rho - 1| seen
     approx_kl: float = 0.0  # sum of (old - logp) over samples/tokens
-    extra: dict[str, float] = field(default_factory=dict)
 
     def add(self, **values: float) -> None:
         for key, value in values.items():
