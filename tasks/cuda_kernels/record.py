@@ -72,6 +72,7 @@ class KernelResult:
     checks_run: list[str] = field(default_factory=list)
     shapes: list[dict[str, Any]] = field(default_factory=list)  # per shape: sizes, calls checked, timing
     audit: dict[str, Any] | None = None
+    idle_cpu_ms_max: float = 0.0  # the most CPU the candidate's tree used between two commands
     compile_stats: dict[str, Any] = field(default_factory=dict)
     overhead_s: dict[str, float] = field(default_factory=dict)
     program_source: str = "model"
