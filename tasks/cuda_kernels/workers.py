@@ -106,6 +106,14 @@ class Worker:
                     break
         return self._pid
 
+    def page_faults(self) -> int | None:
+        """Minor page faults of the worker's process so far (kernel counter)."""
+        pid = self.main_pid()
+        try:
+            return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[7]) if pid else None
+        except (OSError, IndexError, ValueError):
+            return None
+
     def read_memory(self, address: int, into: memoryview) -> None:
         """Copy bytes out of the worker's address space (a kernel read: no code of the worker runs)."""
         if self._mem is None:

@@ -251,7 +251,7 @@ def cmd_ping(h, _):
 
 sc.send({"kind": "ready", "role": "reference", "import_s": time.perf_counter() - T0, "torch": torch.__version__,
          "device": DEVICE, "gpu": GPU, "gpu_name": torch.cuda.get_device_name() if GPU else None,
-         "gpu_arch": "sm_%d%d" % torch.cuda.get_device_capability() if GPU else None})
+         "gpu_arch": "sm_%d%d" % torch.cuda.get_device_capability() if GPU else None, "pid": os.getpid()})
 kit.serve({"problem": cmd_problem, "probe": cmd_probe, "prepare": cmd_prepare, "arenas": cmd_arenas,
            "layout": cmd_layout, "gen": cmd_gen, "stage": cmd_stage, "run": cmd_run, "publish": cmd_publish,
            "flush": cmd_flush, "ping": cmd_ping})
