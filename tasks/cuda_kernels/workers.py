@@ -22,10 +22,10 @@ from .shm import Arena
 SANDBOXED = Path(__file__).with_name("sandboxed")
 COMMON_FILES = ("kit.py", "kernel_args.py")
 ROLE_FILES = {"candidate": ("candidate_worker.py", "sia_kernels.py"), "reference": ("reference_worker.py",)}
-LONG_LIVED_S = 7 * 24 * 3600.0
+LONG_LIVED_S = 7 * 24 * 3600.0  # sessions outlive any one candidate; the driver enforces per-call deadlines
 # Identical, fault-free allocation in every worker: glibc's adaptive mmap/trim thresholds otherwise depend on each
 # process's history, and eager was measured paying ~350 us a call of page faults a candidate did not (softmax, K=8).
-MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296"  # sessions outlive any one candidate; the driver enforces per-call deadlines
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296"
 
 
 class WorkerError(RuntimeError):
