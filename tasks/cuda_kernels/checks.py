@@ -2,7 +2,8 @@
 
 KernelBench's known hacks: calling torch/cuBLAS instead of a kernel, extra CUDA streams (timing only the default
 stream), patching the timers, and reaching out of the program (subprocesses, frames, the harness). These checks are
-cheap and explainable; the runner adds dynamic ones (dispatch trace, in-place edits, replayed outputs, timer identity).
+cheap and explainable, but a program that knows them can hide from them (strings, getattr): they are best-effort, for
+clear feedback. What holds against a hostile program runs outside it (driver.py, rounds.py, audit.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A problem is a ``.py`` file with ``class Model(nn.Module)``, ``get_inputs()`` and ``get_init_inputs()``; sizes are
 module globals, so a preset is just a dict of globals to override. Metadata sits in ``problems.toml`` beside the
-files; a directory without one (e.g. KernelBench's own levels) gets defaults and a fixed hash-based split.
+files; a directory without one (e.g. KernelBench's own levels) gets a fixed hash-based split, tolerances by output
+dtype, and sizes from the size policy (sizing.py).
 """
 
 from __future__ import annotations
