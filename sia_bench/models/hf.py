@@ -219,6 +219,8 @@ class HFModel(Model):
         if params.temperature <= 0:
             raise ValueError("sample_groups needs temperature > 0 (greedy completions of a group are identical)")
         groups: list[SampledGroup] = []
+        if not batch:
+            return groups
         with metering.model_call(self) as call:
             weights = self.weights_digest()
             generator = self._generator(params)

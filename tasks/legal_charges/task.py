@@ -1,9 +1,11 @@
 """legal_charges: predict the charge a Chinese court convicted on (LawBench-191, CAIL2018 JSON lines, LawBench 3-3).
 
-Val is carved from train (stratified, fixed seed) and test is scored once at the end. The default harness is plain
-(zero-shot generation); the tools a harness can switch on are similar-case retrieval, a candidate list of charges
-(which ``answer_mode = "rank"`` turns into options the agent ranks by log-likelihood), few-shot demonstrations
-and the full label list. No charge definitions ship with any of these datasets, so there is no definitions tool.
+Val is carved from train (stratified, fixed seed) and test is scored once at the end. The default harness ranks three
+candidate charges by log-likelihood over 100 characters of facts: a start whose sampled answers earn reward (so
+weight updates have a signal) at the cheapest point of the measured accuracy/cost curve (``harness.toml`` says
+why). The tools a harness can switch on are similar-case retrieval, the candidate list (its length), few-shot
+demonstrations, the full label list and the facts' length; ``answer_mode = "generate"`` answers in free text. No
+charge definitions ship with any of these datasets, so there is no definitions tool.
 """
 
 from __future__ import annotations
@@ -65,12 +67,13 @@ class LegalChargesTask(Task):
     search_space = {
         "candidates": [True],
         "answer_mode": ["rank"],
-        "candidates_n": [3, 8],
+        "candidates_n": [2, 5],
         "retrieval": [True],
         "retrieval_k": [2, 5],
         "few_shot": [2, 4],
         "few_shot_selection": ["confused", "random"],
         "retriever": ["bm25"],
+        "fact_chars": [200, 400],
         "example_chars": [60, 200],
     }
 
