@@ -29,10 +29,12 @@ RECORD_SAMPLE = 9
 RING_PAGES = 64  # data pages per ring buffer (a power of two), plus one metadata page
 _SYSCALL = {"x86_64": 298, "aarch64": 241}.get(os.uname().machine)
 
-COMPUTE_LIBS = re.compile(r"libtorch_cpu|libtorch\.so|libtorch_cuda|_multiarray_umath|_umath_linalg|_pocketfft|"
-                          r"openblas|libmkl|libblas|liblapack|libsleef|libdnnl|libfbgemm|libcublas|libcudnn|"
-                          r"libcufft|libgfortran|libflexiblas", re.I)
-RUNTIME_ROOTS = ("/usr/", "/lib", "/bin/", "/sbin/", "/etc/", "/sandbox/kit/")
+# What an honest kernel's process runs besides its kernel: the interpreter and its standard library, the C, C++,
+# math and OpenMP runtimes, and torch's binding/allocation glue (c10, libtorch_python). Any other library (torch's
+# kernels in libtorch_cpu, numpy, BLAS, scipy, ...) is library compute.
+RUNTIME_LIBS = re.compile(r"(?:libc|libm|libmvec|ld-linux[\w.-]*|libstdc\+\+|libgcc_s|libgomp[\w-]*|libpthread|libdl|"
+                          r"librt|libffi[\w-]*|libutil|libz|libtorch_python|libc10|libshm|libpython[\d.]+|"
+                          r"python[\d.]*)(?:\.so[\d.]*|-[\w.]+\.so[\d.]*)?$")
 CATEGORIES = ("kernel", "compute_library", "unbuilt_native", "runtime")
 
 
@@ -184,21 +186,23 @@ def _content_hash(pid: int, start: int, end: int) -> str | None:
         return None
 
 
-def classify_path(path: str, trusted_roots: tuple[str, ...]) -> str:
+def classify_path(path: str, trusted_roots: tuple[str, ...], stdlib_roots: tuple[str, ...]) -> str:
+    """``trusted_roots``: read-only folders the program cannot write (the venv, /usr); ``stdlib_roots``: the
+    interpreter's own installation, whose extension modules count as the interpreter."""
     name = os.path.basename(path.removesuffix(" (deleted)"))
-    if COMPUTE_LIBS.search(name):
-        return "compute_library"
     if path.startswith(("[vdso]", "[vsyscall]")):
         return "runtime"
     if not path or path.startswith("[") or path.startswith("/memfd:"):
         return "unbuilt_native"  # anonymous executable memory: JIT or hand-loaded machine code
-    if path.startswith(RUNTIME_ROOTS) or path.startswith(trusted_roots):
+    if not path.startswith(("/usr/", "/lib", "/bin/", "/sbin/") + trusted_roots + stdlib_roots):
+        return "unbuilt_native"  # a library the program wrote or brought itself
+    if RUNTIME_LIBS.fullmatch(name) or (path.startswith(stdlib_roots) and "site-packages" not in path):
         return "runtime"
-    return "unbuilt_native"  # a library the program wrote or brought itself
+    return "compute_library"
 
 
 def profile(samples: list[tuple[int, int, int]], lost: int, period_ns: int, trusted_roots: tuple[str, ...],
-            kernel_hashes: set[str]) -> Profile:
+            stdlib_roots: tuple[str, ...], kernel_hashes: set[str]) -> Profile:
     """Attribute samples to categories. A mapping counts as the candidate's kernel only if its file content is an
     artifact the builder delivered (``kernel_hashes``: sha256 of each), whatever it is named."""
     result = Profile(period_ns / 1e3, lost=lost)
@@ -216,8 +220,8 @@ def profile(samples: list[tuple[int, int, int]], lost: int, period_ns: int, trus
         else:
             if (pid, row[0]) not in verdicts:
                 path = row[3]
-                category = classify_path(path, trusted_roots)
-                if category == "unbuilt_native" and path and _content_hash(pid, row[0], row[1]) in kernel_hashes:
+                category = classify_path(path, trusted_roots, stdlib_roots)
+                if category != "runtime" and path and _content_hash(pid, row[0], row[1]) in kernel_hashes:
                     category = "kernel"
                 verdicts[(pid, row[0])] = (category, os.path.basename(path) or "(anonymous)")
             category, label = verdicts[(pid, row[0])]

@@ -35,7 +35,7 @@ from .timing import geomean
 from .workers import WarmPool, Worker, WorkerConfig, WorkerError
 
 MAX_COMPILE_REQUESTS = 8
-EXTRA_THREAD_SHARE = 0.2  # of sampled time outside the allowed number of busiest threads
+EXTRA_THREAD_SHARE = 0.05  # of sampled time outside the allowed busiest threads (honest: none; hacks: 27-30%)
 
 
 def llc_bytes() -> int:
@@ -90,7 +90,8 @@ class Driver:
         self.audit_reason = (audit.unavailable() if options.audit else "switched off (-T audit=false)")
         self.flush_bytes = max(64 << 20, 2 * llc_bytes())
         py = python_paths()
-        self.trusted_roots = tuple(p.rstrip("/") + "/" for p in py["base"] + py["site"])
+        self.trusted_roots = tuple(p.rstrip("/") + "/" for p in py["site"])
+        self.stdlib_roots = tuple(p.rstrip("/") + "/" for p in py["base"])
 
     # -- workers ---------------------------------------------------------------------------------------------------
     def reference(self) -> Worker:
@@ -270,7 +271,8 @@ class Driver:
         ctx = Context(ref, cand, res, self.opts.threads, list(self.cpus), self.flush_bytes,
                       time.monotonic() + self.opts.timeout_s, random.Random(secrets.randbits(64)), trusted,
                       config.gpu, self.audit_reason is None and not (self.opts.backend == "triton" and not config.gpu),
-                      "wall" if config.gpu or cand.cpu_seconds() is None else "cpu", self.trusted_roots)
+                      "wall" if config.gpu or cand.cpu_seconds() is None else "cpu", self.trusted_roots,
+                      self.stdlib_roots)
         if self.audit_reason:
             res.notes.append(f"compute audit unavailable: {self.audit_reason}")
         try:

@@ -71,6 +71,7 @@ class Context:
     audit_ok: bool
     clock: str  # cpu: cgroup CPU seconds of the worker tree per sample; wall: the driver's wall clock
     trusted_roots: tuple[str, ...]
+    stdlib_roots: tuple[str, ...]
     kernel_hashes: set[str] = field(default_factory=set)
     profile: audit.Profile | None = None
     audited_rounds: int = 0
@@ -354,7 +355,8 @@ class ShapeRun:
     def finish_audit(self, sampler: audit.Sampler) -> None:
         sampler.stop()
         samples, lost = sampler.samples()
-        prof = audit.profile(samples, lost, sampler.period_ns, self.ctx.trusted_roots, self.ctx.kernel_hashes)
+        prof = audit.profile(samples, lost, sampler.period_ns, self.ctx.trusted_roots, self.ctx.stdlib_roots,
+                             self.ctx.kernel_hashes)
         sampler.close()
         if self.ctx.profile is None:
             self.ctx.profile = prof
