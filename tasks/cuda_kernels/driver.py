@@ -29,7 +29,7 @@ from .checks import static_check
 from .compare import default_tolerance
 from .problem_set import Problem
 from .record import CandidateFailure, HarnessError, KernelResult
-from .rounds import FALLBACK_SHARE, Context, Shape, ShapeRun, candidate_failure
+from .rounds import FALLBACK_RATIO, GLUE_ALLOWANCE_S, Context, Shape, ShapeRun, candidate_failure
 from .shm import NUMPY, Arena, Layout
 from .timing import geomean
 from .workers import WarmPool, Worker, WorkerConfig, WorkerError
@@ -424,14 +424,23 @@ class Driver:
         if trusted:
             return
         libs = ", ".join(f"{k} {v}" for k, v in prof.libraries.most_common(4))
-        if prof.share("compute_library") >= FALLBACK_SHARE and prof.categories["compute_library"] >= 8:
-            raise CandidateFailure("torch fallback", f"{100 * prof.share('compute_library'):.0f}% of the program's "
-                                                     f"sampled CPU time was in torch/numpy/BLAS compute libraries, "
-                                                     f"not in its compiled kernel (samples: {libs})")
-        if prof.share("unbuilt_native") >= FALLBACK_SHARE and prof.categories["unbuilt_native"] >= 8:
-            raise CandidateFailure("unbuilt native code", f"{100 * prof.share('unbuilt_native'):.0f}% of the sampled "
-                                                          f"CPU time ran native code the builder did not make "
-                                                          f"(JIT or a library the program loaded itself: {libs})")
+        calls = max(ctx.audit_seconds["calls"], 1.0)
+        eager = ctx.audit_seconds["eager"] / calls
+        allowance = min(GLUE_ALLOWANCE_S, eager / 2)
+        ratios = {c: max(0.0, ctx.audit_seconds[c] / calls - allowance) / eager if eager > 0 else prof.share(c)
+                  for c in ("compute_library", "unbuilt_native")}
+        res.audit["vs_eager"] = {c: round(r, 4) for c, r in ratios.items()}
+        # Against eager's time on the same calls, not the program's own (a fallback padded with busy work is not
+        # diluted), after a small allowance per call for the allocation and dispatch every program does in libtorch
+        # (so tiny problems, where that glue is most of a call, are not flagged).
+        if ratios["compute_library"] >= FALLBACK_RATIO and prof.categories["compute_library"] >= 8:
+            raise CandidateFailure("torch fallback", f"the program spent {100 * ratios['compute_library']:.0f}% of "
+                                                     f"torch eager's time per call in torch/numpy/BLAS or other library "
+                                                     f"compute, not in its compiled kernel (samples: {libs})")
+        if ratios["unbuilt_native"] >= FALLBACK_RATIO and prof.categories["unbuilt_native"] >= 8:
+            raise CandidateFailure("unbuilt native code", f"the program spent {100 * ratios['unbuilt_native']:.0f}% of "
+                                                          f"eager's time per call in native code the builder did not "
+                                                          f"make (JIT or a library it loaded itself: {libs})")
 
 
 def _gpu_present() -> bool:

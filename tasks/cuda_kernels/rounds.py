@@ -29,7 +29,8 @@ IDLE_TOLERANCE_S = 0.0005  # CPU the tree may use between commands: the tail of 
 AUDIT_P = 0.2
 WARMUP_ROUNDS = 2
 MAX_WARMUP_ROUNDS = 12
-FALLBACK_SHARE = 0.25  # share of sampled candidate CPU time in torch/numpy/BLAS that makes it a fallback
+FALLBACK_RATIO = 0.25  # library (or unbuilt native) time per call, against eager's on the same calls...
+GLUE_ALLOWANCE_S = 10e-6  # ...after this much per call (at most half of eager's) for allocation and dispatch
 
 
 @dataclass
@@ -77,6 +78,9 @@ class Context:
     audited_rounds: int = 0
     rounds: int = 0
     idle_from: float | None = None  # the candidate tree's CPU seconds after its last reply
+    # over the audited rounds: seconds of the candidate's run time in each category, and eager's on the same calls
+    audit_seconds: dict[str, float] = field(default_factory=lambda: {"compute_library": 0.0, "unbuilt_native": 0.0,
+                                                                     "eager": 0.0, "calls": 0.0})
 
 
 _FAILURE_KIND = {"compile": "compile", "import": "import", "format": "format", "init": "init", "run": "runtime",
@@ -151,6 +155,7 @@ class ShapeRun:
         order = ("cand", "eager") if ctx.rounds % 2 == 0 else ("eager", "cand")
         ctx.rounds += 1
         times: dict[str, float] = {}
+        round_profile = None
         once_s = max(1e-6, float(sh.spec["eager_once_s"]))
         for who in order:
             self.ref("flush", bytes=ctx.flush_bytes)
@@ -170,14 +175,18 @@ class ShapeRun:
                 reply, dt = self.cand("run", cap=self.run_cap(once_s), slots=slots)
                 after, t1 = self.ctx.idle_from, time.perf_counter()  # read right after the reply, by cand()
             finally:
-                if sampler:
-                    self.finish_audit(sampler)
+                round_profile = self.finish_audit(sampler) if sampler else None
             self.check_tampering(reply.header.get("tampered"))
             times["cand"] = self.per_call(before, after, dt)
             times["cand_wall"] = dt / sh.k
             self.check_cpu(before, after, t1 - t0)
             described = reply.header.get("outputs")
         self.idle_check("after the call returned")
+        if round_profile is not None and round_profile.total:
+            for category in ("compute_library", "unbuilt_native"):
+                ctx.audit_seconds[category] += round_profile.share(category) * times["cand"] * sh.k
+            ctx.audit_seconds["eager"] += times["eager"] * sh.k
+            ctx.audit_seconds["calls"] += sh.k
         if ctx.gpu:  # device outputs: the candidate copies them to host memory, a step bounded by eager's
             reply, times["cand_publish"] = self.cand("publish")
             _, times["eager_publish"] = self.ref("publish")
@@ -352,17 +361,17 @@ class ShapeRun:
             return None
         return sampler
 
-    def finish_audit(self, sampler: audit.Sampler) -> None:
+    def finish_audit(self, sampler: audit.Sampler) -> audit.Profile:
         sampler.stop()
         samples, lost = sampler.samples()
         prof = audit.profile(samples, lost, sampler.period_ns, self.ctx.trusted_roots, self.ctx.stdlib_roots,
                              self.ctx.kernel_hashes)
         sampler.close()
         if self.ctx.profile is None:
-            self.ctx.profile = prof
-        else:
-            self.ctx.profile.merge(prof)
+            self.ctx.profile = audit.Profile(prof.period_us)
+        self.ctx.profile.merge(prof)
         self.ctx.audited_rounds += 1
+        return prof
 
     # -- phases -------------------------------------------------------------------------------------------------------
     def seeds(self) -> list[int]:

@@ -148,6 +148,9 @@ HOSTILE: dict[str, tuple[str, str, set[str]]] = {
     "torch compute with the dispatch trace disabled": ("softmax", S(
         "        with torch._C._DisableTorchDispatch():\n            return getattr(torch, 'soft' + 'max')(x, -1)"),
         {"torch fallback"}),
+    "torch fallback padded with busy work in its own kernel": ("softmax", S(
+        "        y = torch.empty_like(x)\n        for _ in range(4):\n            _softmax(x, y, x.shape[0], x.shape[1])\n"
+        "        return getattr(torch, 'soft' + 'max')(x, -1)"), {"torch fallback"}),
     "aten op through torch.ops": ("softmax", S(
         "        return getattr(getattr(torch.ops, 'at' + 'en'), '_soft' + 'max')(x, -1, False)"), {"torch fallback"}),
     "numpy compute": ("softmax", S(
@@ -213,7 +216,7 @@ def test_honest_controls_are_never_flagged(cpu_task, label, flags, forward):
     result = score(cpu_task, "softmax", softmax_program(forward), flags=flags)
     d = result.details
     assert d["correct"] and d["timed"] and not d["failures"] and not d["harness_errors"], result.feedback
-    assert result.value > 0 and d["audit"]["share"]["compute_library"] < 0.25, d["audit"]
+    assert result.value > 0 and d["audit"]["vs_eager"]["compute_library"] < 0.25, d["audit"]
     assert {"every call's output compared", "no CPU work between calls (detached threads, precomputation)",
             "compute audit (sampled instruction pointers)", "second shape"} <= set(d["checks_run"])
     assert d["check_trust"]["compute audit (sampled instruction pointers)"] == "trusted"
