@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import torch
 
 from sia_bench.agent import Agent
@@ -87,7 +88,8 @@ def test_generation_keys_name_the_batch_and_damaged_entries_are_recomputed(tmp_p
     assert len(model.seen) == seen + 2
     for path in (tmp_path / "memo").rglob("*.json"):
         path.write_text("{not json")
-    trajs = Agent(toy_task, model, memo).run(harness, val, "val")
+    with pytest.warns(UserWarning, match="unreadable memo entry"):
+        trajs = Agent(toy_task, model, memo).run(harness, val, "val")
     assert len(model.seen) == seen + 5 and not any(t.reused for t in trajs)
 
 
