@@ -1,13 +1,18 @@
 """The sweep behind the weight-update defaults: learning rate x optimizer steps on legal_charges, measured on train
 reward and val only (never test).
 
-Harness: the task's default with ``answer_mode=rank`` and the ``candidates`` tool (the agent picks among the TF-IDF
-top-n by mean token log-likelihood). For each learning rate, one fresh LoRA is trained for the largest step count,
+Harness: the task's default start (rank mode over TF-IDF candidate charges: the agent picks the candidate with the
+best mean token log-likelihood) plus any ``-H k=v``; the resolved parameters are written into every result row, and a
+results file made under another harness is refused. For each learning rate, one fresh LoRA is trained for the largest
+step count,
 pausing at each smaller checkpoint to score val; the schedule does not depend on the total, and a continued update
 is exact (tested), so the checkpoint *is* the shorter run. Results go to ``OUT/results.jsonl`` line by line (a
 killed sweep resumes where it stopped) and a markdown table to stdout.
 
     .venv/bin/python scripts/sweep_weights.py --lrs 1e-4,3e-4,1e-3 --checkpoints 8,24 --val 48
+
+``--paired DIR ...`` instead scores val case by case without an adapter and with each saved adapter, and prints the
+paired difference (adapter minus none) with its bootstrap interval and exact McNemar test (sia_bench.stats).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("-H", dest="harness", action="append", default=[], help="extra harness k=v")
+    ap.add_argument("--paired", nargs="+", type=Path, help="adapter folders to compare with no adapter on val")
     args = ap.parse_args()
 
     from sia_bench.agent import Agent
@@ -41,15 +47,19 @@ def main() -> None:
     from sia_bench.records import Ledger
     from sia_bench.task import subsample
 
+    task = build_task("legal_charges", {})
+    harness = task.default_harness().with_params(dict(kv.split("=", 1) for kv in args.harness))
+    params: dict[str, Any] = dict(harness.params)
+    if args.paired:
+        return _paired(task, harness, args)
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.jsonl"
-    done = {(r["lr"], r["steps"], r.get("algo")) for r in _read(results_path)}
-    task = build_task("legal_charges", {})
+    earlier = _read(results_path)
+    if any(r.get("harness") != params for r in earlier):
+        raise SystemExit(f"{results_path} holds results under another harness; use another --out")
+    done = {(r["lr"], r["steps"], r.get("algo")) for r in earlier}
     model = build_model("hf", **({"threads": args.threads} if args.threads else {}))
     agent = Agent(task, model)
-    params: dict[str, Any] = {"answer_mode": "rank", "candidates": True}
-    params.update(dict(kv.split("=", 1) for kv in args.harness))
-    harness = task.default_harness().with_params(params)
     val = subsample(task.split("val"), args.val, 0)
     train = task.split("train")
 
@@ -63,7 +73,7 @@ def main() -> None:
     if (0.0, 0, "none") not in done:
         model.load_adapter(None)
         _append(results_path, {"lr": 0.0, "steps": 0, "algo": "none", "val": score_val("no adapter"),
-                               "val_cases": len(val)})
+                               "val_cases": len(val), "harness": params})
     checkpoints = sorted(int(c) for c in args.checkpoints.split(","))
     for lr in (float(x) for x in args.lrs.split(",")):
         if all((lr, c, args.algo) in done for c in checkpoints):
@@ -88,9 +98,34 @@ def main() -> None:
                    "grad_norm_per_step": [r.get("grad_norm") for r in rounds],
                    "tokens": report["tokens"], "train_flops": report["train_flops"],
                    "sample_flops": report["sample_flops"], "train_wall_seconds": time.perf_counter() - started,
-                   "val": score_val(f"{args.algo} lr {lr:g}, {ckpt} steps"), "val_cases": len(val)}
+                   "val": score_val(f"{args.algo} lr {lr:g}, {ckpt} steps"), "val_cases": len(val),
+                   "harness": params}
             _append(results_path, row)
     _table(_read(results_path))
+
+
+def _paired(task: Any, harness: Any, args: argparse.Namespace) -> None:
+    from sia_bench.agent import Agent
+    from sia_bench.models import build_model
+    from sia_bench.stats import paired_comparison
+    from sia_bench.task import subsample
+
+    model = build_model("hf", **({"threads": args.threads} if args.threads else {}))
+    agent = Agent(task, model)
+    val = subsample(task.split("val"), args.val, 0)
+
+    def per_case(adapter: Path | None) -> list[float]:
+        model.load_adapter(adapter)
+        _, trajs = agent.evaluate(harness, val, "val", seed=0)
+        return [float(t.score) for t in trajs]
+
+    base = per_case(None)
+    print(f"no adapter: val {sum(base) / len(base):.4f} ({len(base)} cases)")
+    for folder in args.paired:
+        scores = per_case(folder)
+        c = paired_comparison([scores], [base])
+        print(f"{folder}: val {sum(scores) / len(scores):.4f}; minus no adapter {c.difference:+.4f} "
+              f"[{c.lo:+.4f}, {c.hi:+.4f}] 95% paired bootstrap; {c.test}, p = {c.p_value:.4g}", flush=True)
 
 
 def _read(path: Path) -> list[dict]:

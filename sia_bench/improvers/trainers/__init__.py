@@ -12,7 +12,8 @@ evaluations, every rollout is charged to our ledger, and the optimizer and sched
 in safe files beside the adapter. Two things TRL has no notion of decide it: under a rank-mode harness the action is
 an *option* drawn from softmax(mean token log-prob / T), a sequence-level policy TRL's token-level trainers cannot
 express; and a group's rows share their prompt, so one prefix pass with a KV cache serves sampling, the old-policy
-pass and the gradient (TRL recomputes the prompt per row, ~5x the work on a legal prompt with five options).
+pass and the gradient (TRL runs the prompt once per sampled row: about group_size times the work on a ~950-token
+legal prompt whose answers are a few tokens).
 
 The exact objectives are in :mod:`.objectives`; advantages in :mod:`.advantages`:
 
