@@ -143,16 +143,19 @@ _SIA = ("SIA: Self Improving AI with Harness & Weight Updates, arXiv 2605.27276,
         "results (test split, 913 cases)")
 ANCHORS: list[dict[str, Any]] = [
     {"name": "zero-shot LLM", "metric": "accuracy", "value": 0.07, "split": "test", "dataset": "lawbench191",
-     "model": "gpt-oss-120b", "source": _SIA, "note": "about 7%"},
+     "model": "gpt-oss-120b", "source": _SIA, "table": "not given",
+     "note": "about 7%"},
     {"name": "Meta-Harness", "metric": "accuracy", "value": 0.450, "split": "test", "dataset": "lawbench191",
-     "model": "gpt-oss-120b", "source": _SIA, "note": "few-shot harness found by Meta-Harness"},
+     "model": "gpt-oss-120b", "source": _SIA, "table": "not given",
+     "note": "few-shot harness found by Meta-Harness"},
     {"name": "SIA harness-only (h)", "metric": "accuracy", "value": 0.500, "split": "test", "dataset": "lawbench191",
-     "model": "gpt-oss-120b", "source": _SIA, "note": ""},
+     "model": "gpt-oss-120b", "source": _SIA, "table": "not given", "note": ""},
     {"name": "SIA harness+weights (wh)", "metric": "accuracy", "value": 0.701, "split": "test",
-     "dataset": "lawbench191", "model": "gpt-oss-120b", "source": _SIA, "note": ""},
+     "dataset": "lawbench191", "model": "gpt-oss-120b", "source": _SIA, "table": "not given", "note": ""},
     {"name": "TF-IDF char 1-3 + LinearSVC", "metric": "accuracy", "value": 0.768, "split": "test",
      "dataset": "lawbench191", "model": None,
      "source": "measured for sia-bench with scikit-learn 1.9 (char 1-3-gram TF-IDF, sublinear tf, min_df=2, "
                "LinearSVC C=1) fitted on all 5,332 LawBench-191 train cases",
+     "table": "none: measured here, not published",
      "note": "here the tfidf_svm baseline (train minus val, random_state=0) scores 76.3%; on all train cases 75.9%"},
 ]

@@ -324,11 +324,13 @@ _FILE_PATH = re.compile(r"(?<![\w:/.])(?:\.{1,2}/|/)?(?:[\w.-]+/)+[\w.-]+\.(?:md
 
 
 def citation(anchor: dict[str, Any]) -> str:
-    """``source, table`` of a published row; a file path is not a citation and a missing table is named."""
+    """``source, table`` of a published row; a file path is not a citation and a missing table is named (an anchor
+    whose table is unknown says ``"table": "not given"``, so the gap is stated in the source file too)."""
     source = str(anchor.get("source") or "").strip()
     if not source:
         return "source not given"
-    text = source + (f", {anchor['table']}" if anchor.get("table") else " (table not given)")
+    table = str(anchor.get("table") or "").strip()
+    text = source + (f", {table}" if table and table.lower() != "not given" else " (table not given)")
     return text + (" (a file path is not a citation)" if _FILE_PATH.search(source) else "")
 
 

@@ -12,7 +12,8 @@ from typing import Sequence
 import numpy as np
 import pytest
 
-from sia_bench.leaderboard import bootstrap_ci, build_leaderboard, collect, group_runs, table_rows
+from sia_bench.leaderboard import (anchors_for, bootstrap_ci, build_leaderboard, citation, collect, group_runs,
+                                   table_rows)
 from sia_bench.leaderboard_compute import compute_auc, compute_unit
 from sia_bench.leaderboard_verdicts import verdicts
 from sia_bench.records import Budget, Candidate, GenerationRecord, Ledger, RunRecord, atomic_write_json
@@ -146,6 +147,19 @@ def test_anchor_rows_are_marked_reported(tmp_path, monkeypatch):
     quoted = next(line for line in text.splitlines() if line.startswith("| reported | quoted"))
     assert "(table not given) (a file path is not a citation)" in quoted
     assert any(p.name == "index.html" for p in report.files)
+
+
+def test_table_not_given_is_rendered_as_a_gap():
+    assert citation({"source": "SIA paper", "table": "not given"}) == "SIA paper (table not given)"
+    assert citation({"source": "SIA paper", "table": "Table 3"}) == "SIA paper, Table 3"
+
+
+@pytest.mark.parametrize("task", ["legal_charges", "cuda_kernels", "scrna_denoise", "toy_arithmetic"])
+def test_every_shipped_anchor_names_its_source_and_table(task):
+    """A published number without its place in the source cannot be checked; an unknown table says so."""
+    for anchor in anchors_for(task):
+        assert str(anchor.get("source") or "").strip(), anchor
+        assert str(anchor.get("table") or "").strip(), f"{task}: anchor {anchor.get('name')!r} has no table key"
 
 
 def test_unfinished_and_corrupt_records_are_listed_not_tabled(tmp_path):
