@@ -73,7 +73,10 @@ def ablation_dir(out: Path, spec: AblationSpec) -> Path:
 
 
 def jobs_for(spec: AblationSpec, folder: Path) -> list[Job]:
-    return [Job(arm, seed, str(folder / f"{arm}-s{seed}"), spec.config(arm, seed).to_dict())
+    """One job per arm x seed. They share one result memo in the ablation folder: a result computed under the same
+    key (harness, model and adapter weights, task, code, instance, decoding) is reused, e.g. the unchanged starting
+    harness scored on the same test instances by every seed of ``none``; reuse is charged as computed."""
+    return [Job(arm, seed, str(folder / f"{arm}-s{seed}"), spec.config(arm, seed).to_dict(), str(folder / "memo"))
             for arm in spec.arms for seed in spec.seeds]
 
 
@@ -188,7 +191,7 @@ class Board:
         from rich.table import Table
 
         table = Table(title=escape(f"{self.spec.task} ablation {self.spec.id} · budget "
-                                   f"{_budget_text(self.spec.budget)} · limit {self.spec.limit}"))
+                                   f"{_budget_text(self.spec.budget)} · limit {_limit_text(self.spec)}"))
         table.add_column("arm")
         for seed in self.spec.seeds:
             table.add_column(f"seed {seed}")
@@ -277,7 +280,7 @@ class PlainBoard:
     def __enter__(self) -> "PlainBoard":
         self.log.line(f"{self.spec.task} ablation {self.spec.id}: {', '.join(self.spec.arms)} x seeds "
                       f"{', '.join(map(str, self.spec.seeds))}; budget {_budget_text(self.spec.budget)}; limit "
-                      f"{self.spec.limit}")
+                      f"{_limit_text(self.spec)}")
         return self
 
     def __exit__(self, *exc: Any) -> None: ...
@@ -306,6 +309,10 @@ def _outcome(result: JobResult) -> tuple[bool, str]:
     return True, f"{note} val {val:.3f} test {test:.3f}" if val is not None and test is not None else note
 
 
+def _limit_text(spec: AblationSpec) -> str:
+    return f"{spec.limit}" + (f" (test {spec.test_limit})" if spec.test_limit else "")
+
+
 def _budget_text(budget: Budget) -> str:
     return ", ".join(f"{k}={v}" for k, v in budget.model_dump().items() if v is not None)
 
@@ -322,13 +329,15 @@ def spec_from_args(args: argparse.Namespace) -> AblationSpec:
         raise ConfigError("--seed-start must be 0 or more")
     if args.limit < 0:
         raise ConfigError("--limit must be 0 (whole splits) or more")
+    if args.test_limit is not None and args.test_limit < 1:
+        raise ConfigError(f"--test-limit must be at least 1 (leave it out to follow --limit), got {args.test_limit}")
     budget = parse_budget(args.budget, args.generations)
     return AblationSpec(task=args.task, arms=arms, seeds=list(range(args.seed_start, args.seed_start + args.seeds)),
                         task_options=parse_pairs(args.T, "-T"),
                         improver_options=split_improver_options(parse_pairs(args.I, "-I"), arms),
                         model=args.model, model_options=parse_pairs(args.M, "-M"),
                         feedback_model=args.feedback_model, feedback_options=parse_pairs(args.F, "-F"),
-                        limit=args.limit or None, budget=budget,
+                        limit=args.limit or None, test_limit=args.test_limit, budget=budget,
                         harness=HarnessStart(dir=args.harness, params=parse_pairs(args.H, "-H")))
 
 
@@ -413,6 +422,8 @@ def add_commands(sub: Any) -> None:
                    f"defaults to {DEFAULT_ROLLOUT_PASSES} val passes per generation")
     a.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
                    help="val and test instances per run, fixed subset (default: %(default)s; 0 = whole splits)")
+    a.add_argument("--test-limit", type=int, help="test instances per run when that differs from --limit (the same "
+                                                  "fixed subset for every arm and seed)")
     a.add_argument("--model", default="hf", help="task model backend[:name] (default: %(default)s)")
     a.add_argument("--out", default="runs", help="parent of the ablation folder (default: %(default)s)")
     a.add_argument("--ablation-dir", help="exact ablation folder (default: OUT/<task>-ablation-<id>)")

@@ -42,15 +42,15 @@ def get_baseline(task_name: str, name: str) -> Baseline:
 
 def run_baselines(task_name: str, task_options: dict[str, Any], only: str | None = None,
                   limit: int | None = None, out: Path | None = None,
-                  harness: HarnessStart | None = None) -> Iterator[str]:
+                  harness: HarnessStart | None = None, test_limit: int | None = None) -> Iterator[str]:
     """Fit each baseline on train, score it on val and test; yields the data notes, then one printable line per
     baseline. With ``out``, each baseline's result is also written as a record the leaderboard reads."""
     notes: list[str] = []
-    for row in evaluate_baselines(task_name, task_options, only, limit, harness, notes=notes):
+    for row in evaluate_baselines(task_name, task_options, only, limit, harness, notes=notes, test_limit=test_limit):
         while notes:
             yield f"data note: {notes.pop(0)}"
         if out is not None:
-            path = write_baseline_record(row, limit, Path(out))
+            path = write_baseline_record(row, limit, Path(out), test_limit)
             row["record"] = str(path)
         scores = "  ".join(f"{split} " + ", ".join(f"{k}={v:.4f}" for k, v in row[split].items())
                            for split in ("val", "test"))
@@ -59,17 +59,17 @@ def run_baselines(task_name: str, task_options: dict[str, Any], only: str | None
 
 def evaluate_baselines(task_name: str, task_options: dict[str, Any], only: str | None = None,
                        limit: int | None = None, harness: HarnessStart | None = None,
-                       notes: list[str] | None = None) -> Iterator[dict[str, Any]]:
+                       notes: list[str] | None = None, test_limit: int | None = None) -> Iterator[dict[str, Any]]:
     """One result row per baseline, computed as it is asked for; ``notes`` receives the task's data notes first."""
     task = build_task(task_name, task_options)
     try:
-        yield from _evaluate(task, task_name, only, limit, harness or HarnessStart(), notes)
+        yield from _evaluate(task, task_name, only, limit, harness or HarnessStart(), notes, test_limit)
     finally:
         task.close()
 
 
 def _evaluate(task: Any, task_name: str, only: str | None, limit: int | None, start: HarnessStart,
-              notes: list[str] | None) -> Iterator[dict[str, Any]]:
+              notes: list[str] | None, test_limit: int | None = None) -> Iterator[dict[str, Any]]:
     names = [only] if only else [n for n, _ in list_baselines(task_name)]
     harness, start = starting_harness(task, start)
     if notes is not None:
@@ -85,7 +85,8 @@ def _evaluate(task: Any, task_name: str, only: str | None, limit: int | None, st
                 row["harness"] = {**start.model_dump(mode="json"), "digest": harness.digest}
         baseline.fit(task)
         for split in ("val", "test"):
-            instances = subsample(task.split(split), limit, EVAL_SAMPLE_SEED)
+            n = test_limit or limit if split == "test" else limit
+            instances = subsample(task.split(split), n, EVAL_SAMPLE_SEED)
             answers = baseline.predict(task, instances)
             scores: list[Score] = [task.score(i, a) for i, a in zip(instances, answers)]
             metrics = task.aggregate(scores, instances)
@@ -96,12 +97,13 @@ def _evaluate(task: Any, task_name: str, only: str | None, limit: int | None, st
         yield row
 
 
-def write_baseline_record(row: dict[str, Any], limit: int | None, out: Path) -> Path:
+def write_baseline_record(row: dict[str, Any], limit: int | None, out: Path, test_limit: int | None = None) -> Path:
     """A versioned JSON record of one baseline result (``kind: baseline``), named by its content."""
     record = {"schema_version": SCHEMA_VERSION, "kind": "baseline", "created_at": now(), "limit": limit,
-              "environment": environment(), **row}
+              **({"test_limit": test_limit} if test_limit else {}), "environment": environment(), **row}
     named = ("task", "task_version", "options", "baseline") + (("harness",) if "harness" in row else ())
-    key = json.dumps({k: row[k] for k in named}, sort_keys=True, default=str) + str(limit)
+    key = json.dumps({k: row[k] for k in named}, sort_keys=True, default=str) + str(limit) + (
+        f"/{test_limit}" if test_limit else "")
     path = Path(out) / f"baseline-{row['task']}-{row['baseline']}-{hashlib.sha256(key.encode()).hexdigest()[:8]}.json"
     atomic_write_json(path, record)
     return path

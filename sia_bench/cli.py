@@ -60,7 +60,7 @@ def run_config_from_args(args: argparse.Namespace) -> Any:
     config = build_run_config(
         task=args.task, improver=args.improver, task_options=options["-T"], improver_options=options["-I"],
         model=args.model or "hf", model_options=options["-M"], feedback_model=args.feedback_model,
-        feedback_options=options["-F"], seed=args.seed, limit=args.limit,
+        feedback_options=options["-F"], seed=args.seed, limit=args.limit, test_limit=args.test_limit,
         budget=parse_budget(args.budget, args.generations),
         harness=HarnessStart(dir=args.harness, params=options["-H"]))
     return resolve_run(config)
@@ -75,6 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         extra = [flag for flag, value in (("--task", args.task), ("--run-dir", args.run_dir),
                                           ("--harness", args.harness), ("--limit", args.limit),
+                                          ("--test-limit", args.test_limit),
                                           ("--generations", args.generations), ("--budget", args.budget),
                                           ("--model", args.model), ("--feedback-model", args.feedback_model),
                                           *((f, getattr(args, f[1])) for f in ("-T", "-I", "-M", "-F", "-H")))
@@ -169,8 +170,10 @@ def cmd_baselines(args: argparse.Namespace) -> int:
         get_baseline(args.task, args.baseline)  # an unknown name fails before any fitting
     options = resolve_task_options(args.task, parse_pairs(args.T, "-T"))
     start = resolve_harness_start(HarnessStart(dir=args.harness, params=parse_pairs(args.H, "-H")))
+    if args.test_limit is not None and args.test_limit < 1:
+        raise ConfigError(f"--test-limit must be at least 1 (leave it out to follow --limit), got {args.test_limit}")
     for line in run_baselines(args.task, options, args.baseline, args.limit, Path(args.out) if args.out else None,
-                              harness=start):
+                              harness=start, test_limit=args.test_limit):
         _print(line)
     return 0
 
@@ -197,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", help="task model backend[:name] (default hf = SmolLM2-135M-Instruct)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--limit", type=int, help="at most N val and N test instances (fixed subset)")
+    r.add_argument("--test-limit", type=int, help="at most N test instances when that differs from --limit")
     r.add_argument("--generations", type=int, help="generation budget (shortcut for --budget generations=N)")
     r.add_argument("--budget", action="append", help=f"budget fields, k=v (comma-separated): {Budget.help()}")
     r.add_argument("--out", default="runs", help="parent folder of run directories")
@@ -218,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--task", required=True)
     b.add_argument("--baseline", help="one baseline (default: all)")
     b.add_argument("--limit", type=int, help="at most N val and N test instances")
+    b.add_argument("--test-limit", type=int, help="at most N test instances when that differs from --limit")
     b.add_argument("--out", help="also write one record per baseline here (the leaderboard reads them)")
     b.add_argument("--harness", metavar="DIR", help="harness folder for baselines that run the agent")
     b.add_argument("-T", action="append", metavar="K=V", help="task option")

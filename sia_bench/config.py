@@ -89,6 +89,7 @@ class RunConfig(BaseModel):
     feedback_options: dict[str, Any] = Field(default_factory=dict)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     limit: int | None = Field(None, ge=1)
+    test_limit: int | None = Field(None, ge=1)  # test instances when they differ from ``limit`` (None: as ``limit``)
     budget: Budget = Field(default_factory=Budget)
     harness: HarnessStart = Field(default_factory=HarnessStart)
 
@@ -111,9 +112,11 @@ class RunConfig(BaseModel):
         return sorted(k for k in mine if canonical_json(mine[k]) != canonical_json(theirs.get(k)))
 
 
-FLAGS = {"seed": "--seed", "limit": "--limit", "budget": "--budget", "task": "--task", "improver": "--improver",
-         "model": "--model", "feedback_model": "--feedback-model", "harness": "--harness"}
-HINTS = {"limit": " (leave --limit out to use whole splits)", "seed": " (seeds are 0 .. 2**31-1)"}
+FLAGS = {"seed": "--seed", "limit": "--limit", "test_limit": "--test-limit", "budget": "--budget", "task": "--task",
+         "improver": "--improver", "model": "--model", "feedback_model": "--feedback-model", "harness": "--harness"}
+HINTS = {"limit": " (leave --limit out to use whole splits)",
+         "test_limit": " (leave --test-limit out to score as many test instances as --limit)",
+         "seed": " (seeds are 0 .. 2**31-1)"}
 
 
 def build_run_config(**values: Any) -> RunConfig:
@@ -142,6 +145,7 @@ class AblationSpec(BaseModel):
     feedback_model: str | None = None
     feedback_options: dict[str, Any] = Field(default_factory=dict)
     limit: int | None = Field(32, ge=1)
+    test_limit: int | None = Field(None, ge=1)
     budget: Budget = Field(default_factory=lambda: Budget(generations=3))
     harness: HarnessStart = Field(default_factory=HarnessStart)
     start_digest: str | None = None  # filled by ablate.prepare when --harness/-H change the start
@@ -152,6 +156,7 @@ class AblationSpec(BaseModel):
         return {"task": self.task, "task_options": self.task_options, "model": self.model,
                 "model_options": self.model_options, "feedback_model": self.feedback_model,
                 "feedback_options": self.feedback_options, "limit": self.limit,
+                **({"test_limit": self.test_limit} if self.test_limit is not None else {}),  # old ids unchanged
                 "budget": self.budget.model_dump(mode="json", exclude_defaults=True),
                 "improver_options": {arm: s for arm, s in sorted(self.improver_options.items()) if s},
                 "harness": None if self.harness.is_default else {**self.harness.model_dump(mode="json"),
@@ -166,6 +171,7 @@ class AblationSpec(BaseModel):
                          improver_options=dict(self.improver_options.get(arm, {})), model=self.model,
                          model_options=dict(self.model_options), feedback_model=self.feedback_model,
                          feedback_options=dict(self.feedback_options), seed=seed, limit=self.limit,
+                         test_limit=self.test_limit,
                          budget=self.budget, harness=self.harness)
 
 

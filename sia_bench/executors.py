@@ -27,6 +27,7 @@ class Job:
     seed: int
     run_dir: str
     config: dict[str, Any] = field(hash=False, compare=False)
+    memo_dir: str | None = field(default=None, hash=False, compare=False)  # shared result memo (sia_bench.memo)
 
     @property
     def key(self) -> str:
@@ -80,15 +81,17 @@ def run_status(run_dir: Path) -> str:
 def run_job(job: Job, *, model: Any = None, events: Callable[..., None] | None = None) -> bool:
     """Run or continue one job in this process; True when it was already finished (nothing to do)."""
     from sia_bench.loop import Loop, RunConfig, resume
+    from sia_bench.memo import ResultMemo
 
     run_dir = Path(job.run_dir)
     status = run_status(run_dir)
     if status == "finished":
         return True
+    memo = ResultMemo(job.memo_dir) if job.memo_dir else None
     if status == "missing":
-        Loop(RunConfig.from_dict(job.config), run_dir, model=model, events=events).run()
+        Loop(RunConfig.from_dict(job.config), run_dir, model=model, events=events, memo=memo).run()
     else:  # resume reads the configuration the run was started with (and names what is broken, if anything)
-        resume(run_dir, model=model, events=events)
+        resume(run_dir, model=model, events=events, memo=memo)
     return False
 
 

@@ -78,7 +78,8 @@ def group_key(record: RunRecord) -> tuple[tuple[str, str], ...]:
     return (("task", record.task["name"]), ("task version", str(record.task.get("version"))),
             ("dataset", _canon(_data_identity(record))), ("task model", _canon(_model_identity(
                 record.models.get("task")))),
-            ("budget class", _canon({**record.budget.model_dump(), "limit": record.limit})))
+            ("budget class", _canon({**record.budget.model_dump(), "limit": record.limit,
+                                       **({"test_limit": record.test_limit} if record.test_limit else {})})))
 
 
 def resolved_settings(record: RunRecord) -> dict[str, Any]:
@@ -302,7 +303,8 @@ def group_runs(runs: Sequence[Run], baselines: Sequence[dict[str, Any]] = ()) ->
             rec = group.runs[0].record
             if (str(baseline.get("task_version")) == str(rec.task.get("version"))
                     and _canon(baseline.get("options")) == _canon(rec.task.get("options"))
-                    and baseline.get("limit") == rec.limit):
+                    and baseline.get("limit") == rec.limit
+                    and baseline.get("test_limit") == rec.test_limit):
                 group.baselines.append(baseline)
                 matched = True
         if not matched:

@@ -117,7 +117,8 @@ class Loop:
     def _instances(self, split: str):
         """The scored subset: test is the same for every arm and seed; val is drawn with the run's seed."""
         seed = self.config.seed if split == "val" else EVAL_SAMPLE_SEED
-        return subsample(self.task.split(split), self.config.limit, seed)
+        limit = self.config.test_limit or self.config.limit if split == "test" else self.config.limit
+        return subsample(self.task.split(split), limit, seed)
 
     def _use_adapter(self, adapter_dir: str | None) -> None:
         if self.model.trainable and hasattr(self.model, "load_adapter"):
@@ -179,7 +180,7 @@ class Loop:
                   "data": self.task.data_info()},
             improver={"name": cfg.improver, "label": label, "args": self.improver.settings()},
             models={"task": self.model.info(), "feedback": self.feedback_model.info() if self.feedback_model else None},
-            seed=cfg.seed, limit=cfg.limit, budget=cfg.budget, environment=environment(),
+            seed=cfg.seed, limit=cfg.limit, test_limit=cfg.test_limit, budget=cfg.budget, environment=environment(),
             start_harness={**cfg.harness.model_dump(mode="json"), "digest": self.start_harness.digest},
             replicate={"seed": cfg.seed, "varies": list(SEED_VARIES), "fixed": list(SEED_FIXED),
                        "test_subset_seed": EVAL_SAMPLE_SEED, "val_subset_seed": cfg.seed})

@@ -188,6 +188,7 @@ class RunRecord(BaseModel):
     models: dict[str, Any]  # task, feedback
     seed: int
     limit: int | None = None
+    test_limit: int | None = None  # test instances, where they differ from ``limit``
     budget: Budget
     environment: dict[str, Any] = Field(default_factory=dict)
     controls: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict)  # split -> control -> metrics

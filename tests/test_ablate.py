@@ -99,3 +99,35 @@ def test_a_folder_started_with_other_settings_is_refused(tmp_path):
     (tmp_path / "ablation.json").write_text(json.dumps({"id": "0123456789"}))
     with pytest.raises(ValueError, match="older sia-bench"):
         check_folder(tmp_path, spec)
+
+
+def test_test_limit_and_the_shared_result_memo(tmp_path):
+    """--test-limit scores more test than val instances (the same test subset for every seed), and the arms of an
+    ablation share one result memo: the second seed of ``none`` scores the unchanged start on the same test
+    instances from the memo, charged as computed, with the same per-sample scores."""
+    argv = ["ablate", "--task", "toy_arithmetic", "--improvers", "none", "--seeds", "2", "--model", "tiny",
+            "--limit", "2", "--test-limit", "3", "--generations", "1", "--out", str(tmp_path / "runs")]
+    assert main(argv) == 0
+    [folder] = list((tmp_path / "runs").glob("toy_arithmetic-ablation-*"))
+    assert json.loads((folder / "ablation.json").read_text())["test_limit"] == 3
+    records = [RunRecord.load(folder / f"none-s{s}") for s in (0, 1)]
+    assert [(r.limit, r.test_limit) for r in records] == [(2, 3), (2, 3)]
+    tests = [[json.loads(line) for line in (folder / f"none-s{s}" / "final" / "test.jsonl").read_text()
+              .splitlines()] for s in (0, 1)]
+    assert [len(t) for t in tests] == [3, 3]
+    assert [t["instance_id"] for t in tests[0]] == [t["instance_id"] for t in tests[1]]
+    assert [t["score"] for t in tests[0]] == [t["score"] for t in tests[1]]
+    assert not any(t["reused"] for t in tests[0]) and all(t["reused"] for t in tests[1])
+    assert records[1].ledger.reused.get("test", 0) == 3
+    assert records[0].ledger.flops.get("test") == records[1].ledger.flops.get("test")  # reuse charged as computed
+    assert any((folder / "memo").rglob("*.json"))
+    # a baseline run with the same limits joins the arms' table; one with another test limit does not
+    for extra in (["--test-limit", "3"], []):
+        assert main(["baselines", "run", "--task", "toy_arithmetic", "--baseline", "calculator", "--limit", "2",
+                     *extra, "--out", str(tmp_path / "runs" / "baselines")]) == 0
+    assert main(["leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "lb")]) == 0
+    table = (tmp_path / "lb" / "toy_arithmetic.md").read_text()
+    assert table.count("calculator") == 1 and "1.0000" in table
+    # the id of an ablation without --test-limit is what it was before the option existed
+    assert "test_limit" not in AblationSpec(task="toy_arithmetic").comparable()
+    assert AblationSpec(task="toy_arithmetic", test_limit=3).id != AblationSpec(task="toy_arithmetic").id
