@@ -189,6 +189,18 @@ class CudaKernelsTask(Task):
             return Answer({"program": fallback, "source": "harness_program", **flags}, "harness_program")
         return Answer(None, "none", "no ```python block defining class ModelNew in the reply")
 
+    def tool_answer(self, harness: Harness, instance: Instance) -> str | None:
+        """The starting program the harness carries (shown to the model or scored as its fallback), unchanged."""
+        if not (harness["show_program"] or harness["starting_program"] == "reference"):
+            return None
+        program = self.starting_program(harness, instance.input["problem"])
+        return f"```python\n{program.strip()}\n```" if program else None
+
+    def reference_text(self, harness: Harness, instance: Instance) -> str | None:
+        """The hand-written kernel for this problem and backend (the perfect control's program), where there is one."""
+        program = reference_program(self.backend, instance.input["problem"])
+        return f"```python\n{program.strip()}\n```" if program else None
+
     # -- scoring -----------------------------------------------------------------------------------------------------
     def score(self, instance: Instance, answer: Answer) -> Score:
         problem = self.problems[instance.input["problem"]]

@@ -301,6 +301,27 @@ class LegalChargesTask(Task):
             out["macro_f1"] = macro_f1(preds, golds)
         return out
 
+    def tool_answer(self, harness: Harness, instance: Instance) -> str | None:
+        """The candidates tool's top charge (the TF-IDF/BM25 order the prompt shows); with candidates off, the charge
+        most frequent among the retrieved neighbours (ties: the best-ranked); None when neither tool is on."""
+        fact = instance.input["fact"]
+        if harness["candidates"]:
+            return self.index(harness["retriever"]).candidates(fact, 1, instance.id)[0]
+        if harness["retrieval"]:
+            train = self._data()["train"]
+            hits = self.index(harness["retriever"]).neighbours(fact, harness["retrieval_k"], instance.id)
+            votes = Counter(label for i, _ in hits for label in train[i].labels)  # insertion order = rank order
+            return max(votes, key=votes.__getitem__) if votes else None
+        return None
+
+    def reference_text(self, harness: Harness, instance: Instance) -> str | None:
+        """The gold reply: the charges as the prompt's demonstrations write them (generate mode), or the gold option
+        (rank mode; None when the candidates miss it, so no reply of that harness is right)."""
+        if harness["answer_mode"] == "rank" and harness["candidates"]:
+            options = self.render(harness, instance).options or []
+            return next((o for o in options if o in instance.target), None)
+        return self._label_text(instance.target)
+
     # -- controls ----------------------------------------------------------------------------------------------
     def perfect_answer(self, instance: Instance) -> Answer:
         return Answer(list(instance.target) if self.multi else instance.target[0], "control")

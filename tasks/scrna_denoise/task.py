@@ -208,6 +208,11 @@ class ScrnaDenoiseTask(Task):
         return Answer({"program": program, "params": params, "source": label, "fallback_reason": why},
                       method="harness_program")
 
+    def tool_answer(self, harness: Harness, instance: Instance) -> str | None:
+        """The program the harness carries (its program.py or the shipped method), unchanged, as a reply. No
+        reference_text: the only gold is the held-out molecules, which no program reply may carry."""
+        return f"```python\n{harness_program(harness)[0].rstrip()}\n```"
+
     # -- scoring ---------------------------------------------------------------------------------------------------
     def _matrices(self, instance: Instance) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         item = self._lookup(instance)

@@ -65,6 +65,10 @@ class ToyArithmeticTask(Task):
         return Score(float(ok), "correct" if ok else f"answered {answer.value}, expected {instance.target}",
                      {"pred": answer.value})
 
+    def reference_text(self, harness: Harness, instance: Instance) -> str | None:
+        """The sum, digits only, as the demonstrations answer. (No tool_answer: the harness has no calculator.)"""
+        return str(instance.target)
+
     def perfect_answer(self, instance: Instance) -> Answer:
         return Answer(instance.target, "control")
 
