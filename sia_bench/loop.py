@@ -13,6 +13,7 @@ import random
 import shutil
 import time
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -109,7 +110,7 @@ class Loop:
         self.feedback_model = feedback_model
         if feedback_model is not None:
             feedback_model.meter_purpose = "feedback"  # its calls are charged as such unless a scope says otherwise
-        self.agent = Agent(self.task, self.model, memo)
+        self.agent = Agent(self.task, self.model, memo, self.improver.answering())  # tools or votes: every pass
         self.metric = self.task.metric
         self._eval_cache: dict[tuple[str, str | None], dict[str, float]] = {}
 
@@ -178,7 +179,8 @@ class Loop:
             task={"name": self.task.name, "version": self.task.version, "options": self.task.opts,
                   "metric": self.metric.name, "higher_is_better": self.metric.higher_is_better,
                   "data": self.task.data_info()},
-            improver={"name": cfg.improver, "label": label, "args": self.improver.settings()},
+            improver={"name": cfg.improver, "label": label, "args": self.improver.settings(),
+                      **({} if self.agent.answering.is_default else {"answering": asdict(self.agent.answering)})},
             models={"task": self.model.info(), "feedback": self.feedback_model.info() if self.feedback_model else None},
             seed=cfg.seed, limit=cfg.limit, test_limit=cfg.test_limit, budget=cfg.budget, environment=environment(),
             start_harness={**cfg.harness.model_dump(mode="json"), "digest": self.start_harness.digest},
@@ -275,7 +277,8 @@ class Loop:
         led = Ledger()
         self.events("generation", index=index, note="improver proposing")
         view = TrainOnlyTask(self.task)  # improvers see train instances and val aggregates, nothing else
-        state = LoopState(generation=index, task=view, agent=Agent(view, self.model, self.agent.memo),
+        agent = Agent(view, self.model, self.agent.memo, self.agent.answering)  # train rollouts answer like val/test
+        state = LoopState(generation=index, task=view, agent=agent,
                           train=view.split("train"), val_size=len(self._instances("val")),
                           best_harness=best_harness, best_adapter_dir=self.run_dir / best_adapter if best_adapter
                           else None, best_val=best_val, history=list(record.generations), ledger=record.ledger,

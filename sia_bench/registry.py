@@ -107,6 +107,7 @@ for _name, _target in {
     "w+h-alternate": "sia_bench.improvers.controls:AlternateImprover",
     "tool-only": "sia_bench.improvers.attribution:ToolOnly",
     "random-search": "sia_bench.improvers.attribution:RandomSearch",
+    "best-of-n": "sia_bench.improvers.attribution:BestOfN",
 }.items():
     IMPROVERS.register(_name, _target)
 

@@ -5,13 +5,17 @@ tools score without the model, what random edits from the same space score under
 more answers buys, and what plain supervised training on the train labels buys. ``sia-bench ablate`` runs these next
 to the arms, at the same budget:
 
-* ``tool-only`` — the harness search of ``h`` (same proposer, same val gate), but every answer is what the harness's
-  tools give without the model (:meth:`Task.tool_answer`); no model call at all.
+* ``tool-only`` — the harness search of ``h`` (same proposer, same val gate), but every answer in every pass (train,
+  val, test) is what the harness's tools give without the model (:meth:`Task.tool_answer`), parsed and scored as a
+  reply; no model call and no task compute (rollouts are still counted). An instance whose tools give nothing is a
+  miss; trajectories say ``answered_by: tools``.
 * ``random-search`` — each generation sets ``edits`` random parameters to random values from the task's declared
   search space (the one the heuristic proposer walks), same val gate; no train rollouts, no reflection.
-* ``best-of-n`` — no improvement step: the starting harness answers with ``n`` sampled replies per instance
-  (temperature ``temperature``) and keeps the most frequent parsed answer (self-consistency), so a weight or
-  harness gain can be compared with what extra test-time samples buy.
+* ``best-of-n`` — no improvement step (it stops at generation 1, like ``none``): the starting harness answers with
+  ``n`` samples per instance at ``temperature`` in every pass (generate mode: sampled replies; rank mode: one ranking,
+  then ``n`` draws from softmax(scores / temperature)) and keeps the most frequent parsed answer (self-consistency;
+  ties to the first), so a weight or harness gain can be compared with what extra test-time samples buy. Each
+  trajectory records its votes.
 * ``sft`` — the weights lever without RL: supervised LoRA steps on the gold completions of train instances
   (:meth:`Task.reference_text` under the starting harness), same adapter, optimizer and val gate as ``w``.
 """
@@ -22,6 +26,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from sia_bench.agent import Answering
 from sia_bench.harness import PatchError
 from sia_bench.improvers.base import Improver, LoopState, Proposal
 from sia_bench.improvers.harness import HarnessImprover
@@ -39,6 +44,28 @@ class ToolOnly(HarnessImprover):
 
     def label(self, feedback_model: Any = None) -> str:
         return "tool-only"
+
+
+@dataclass
+class BestOfN(Improver):
+    """Control: the starting harness, each answer the majority of n sampled answers (self-consistency)."""
+
+    name = "best-of-n"
+    n: int = 5
+    temperature: float = 0.7
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n, int) or isinstance(self.n, bool) or not 1 <= self.n <= 64:
+            raise OptionError(f"improver 'best-of-n': n must be a whole number in [1, 64], got {self.n!r}")
+        if not isinstance(self.temperature, (int, float)) or not 0 < self.temperature <= 2:
+            raise OptionError(f"improver 'best-of-n': temperature must be in (0, 2], got {self.temperature!r}")
+
+    def answering(self) -> Answering:
+        return Answering(votes=self.n, temperature=float(self.temperature))
+
+    def propose(self, state: LoopState) -> Proposal:
+        return Proposal(stop=True, proposer="best-of-n",
+                        reason=f"the best-of-n control changes nothing: it answers by a vote of {self.n} samples")
 
 
 @dataclass

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
-from sia_bench.agent import Agent, Trajectory
+from sia_bench.agent import Agent, Answering, Trajectory
 from sia_bench.harness import Harness
 from sia_bench.models.base import Model
 from sia_bench.records import GenerationRecord, Ledger
@@ -86,6 +86,10 @@ class Improver(ABC):
 
     def settings(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)} if hasattr(self, "__dataclass_fields__") else {}
+
+    def answering(self) -> Answering:
+        """How the task agent answers in every pass of this arm's run (train, val, test and the improver's rollouts)."""
+        return Answering(answers_with=self.answers_with)
 
     def label(self, feedback_model: Any = None) -> str:
         """How records and tables name this arm: ``h[heuristic]`` or ``h[llm:<model>]`` for proposer-driven arms."""
