@@ -63,7 +63,7 @@ class ReferenceKernel(Baseline):
 
 BASELINES: dict[str, Baseline] = {b.name: b for b in (TorchEager(), TorchCompile(), ReferenceKernel())}
 
-_SIA = "SIA: Self Improving AI with Harness & Weight Updates (paper)"
+_SIA = "SIA: Self Improving AI with Harness & Weight Updates, arXiv 2605.27276, TriMul results"
 ANCHORS: list[dict[str, Any]] = [
     {"name": "first scaffold", "metric": "candidate_us_geomean", "value": 12483.0, "split": "test",
      "dataset": "trimul", "model": None, "hardware": "NVIDIA H100", "source": _SIA,
