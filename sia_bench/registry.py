@@ -108,6 +108,7 @@ for _name, _target in {
     "tool-only": "sia_bench.improvers.attribution:ToolOnly",
     "random-search": "sia_bench.improvers.attribution:RandomSearch",
     "best-of-n": "sia_bench.improvers.attribution:BestOfN",
+    "sft": "sia_bench.improvers.sft:SupervisedImprover",
 }.items():
     IMPROVERS.register(_name, _target)
 

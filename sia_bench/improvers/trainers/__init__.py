@@ -23,6 +23,8 @@ The exact objectives are in :mod:`.objectives`; advantages in :mod:`.advantages`
   ``KL(w || uniform) = ln 2``.
 * RFT (DSPy BetterTogether's bootstrap fine-tuning): keep each distinct sample whose reward reaches the threshold,
   minimise its negative log-likelihood under the agent's policy.
+* SFT (the ``sft`` attribution control): no sampling; RFT's loss on each drawn prompt's gold completion
+  (:meth:`~sia_bench.task.Task.reference_text`), so the weights lever can be compared with and without RL.
 * PPO (the SIA paper's weight update): a linear value head on the last hidden state, trained with the LoRA; rewards
   at the final token (minus ``kl_coef`` x the per-token log-ratio to the base model), GAE(gamma, lambda) on the
   rollout's values, whitened advantages, clipped surrogate and clipped value loss over ``epochs`` passes of
@@ -40,12 +42,13 @@ from typing import Any
 
 from sia_bench.improvers.trainers.advantages import (adaptive_beta, entropic_advantages, entropic_weights, gae,
                                                      group_signal, grpo_advantages, rft_keep, whiten)
-from sia_bench.improvers.trainers.settings import ALGOS, UpdateSettings, WeightUpdate
+from sia_bench.improvers.trainers.settings import ALGOS, SUPERVISED, UpdateSettings, WeightUpdate
 
 # Names that need torch are loaded on first use, so importing the settings stays cheap.
 _LAZY = {
     "apply_weight_update": "update", "train_pool": "update", "ppo_advantages": "update", "MAX_GRAD_NORM": "update",
-    "Group": "rollouts", "sample_groups": "rollouts", "step_seed": "rollouts", "next_prompts": "rollouts",
+    "Group": "rollouts", "sample_groups": "rollouts", "reference_groups": "rollouts", "step_seed": "rollouts",
+    "next_prompts": "rollouts",
     "prepare_adapter": "state", "Trainer": "state", "TrainerState": "state", "lr_at": "state",
     "SharedPrefix": "forward", "make_value_head": "forward",
     "backward_minibatch": "objectives", "clipped_surrogate": "objectives", "clipped_value_loss": "objectives",
@@ -53,8 +56,8 @@ _LAZY = {
     "StepCost": "cost", "estimate_step_cost": "cost", "steps_for_budget": "cost", "machine_flops_per_second": "cost",
 }
 
-__all__ = ["ALGOS", "UpdateSettings", "WeightUpdate", "adaptive_beta", "entropic_advantages", "entropic_weights",
-           "gae", "group_signal", "grpo_advantages", "rft_keep", "whiten", *_LAZY]
+__all__ = ["ALGOS", "SUPERVISED", "UpdateSettings", "WeightUpdate", "adaptive_beta", "entropic_advantages",
+           "entropic_weights", "gae", "group_signal", "grpo_advantages", "rft_keep", "whiten", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
-from sia_bench.improvers.trainers.settings import UpdateSettings
+from sia_bench.improvers.trainers.settings import SUPERVISED, UpdateSettings
 from sia_bench.metering import FORWARD_FLOPS_PER_PARAM_TOKEN, TRAIN_FLOPS_PER_PARAM_TOKEN
 
 
@@ -47,14 +47,18 @@ def estimate_step_cost(settings: UpdateSettings, parameters: int, prompt_tokens:
 
     ``options`` > 0 means a rank-mode harness with that many options per prompt (sampling scores every option once
     per prompt); otherwise ``group_size`` completions are generated per prompt. Either way the group shares one
-    prefill, as :mod:`sia_bench.metering` charges it. Resampled groups (``resample_rounds``) come on top."""
+    prefill, as :mod:`sia_bench.metering` charges it. Resampled groups (``resample_rounds``) come on top.
+    ``sft`` samples nothing: its one row per prompt is the gold completion (``completion_tokens`` long), and its
+    only cost is the gradient passes."""
     n_prompts = settings.prompts_per_step
-    rows = options if options > 0 else settings.group_size
+    sampled = settings.algo != "sft"
+    rows = options if options > 0 else settings.group_size if sampled else 1
     per_group = prompt_tokens + rows * completion_tokens  # one shared-prefix pass over the group
-    needs_old = options == 0 and (settings.algo == "ppo" or
-                                  settings.resolved_epochs() * settings.resolved_minibatches() > 1)
+    needs_old = options == 0 and (settings.algo == "ppo" or (settings.algo not in SUPERVISED and
+                                                             settings.resolved_epochs() *
+                                                             settings.resolved_minibatches() > 1))
     extra_passes = int(needs_old) + int(settings.kl_coef > 0)  # rank mode: the old policy came with sampling
-    sample = (1 + extra_passes) * forward_flops(parameters, n_prompts * per_group)
+    sample = (int(sampled) + extra_passes) * forward_flops(parameters, n_prompts * per_group)
     train = settings.resolved_epochs() * train_flops(parameters, n_prompts * per_group)
     total = sample + train
     return StepCost(sample, train, total / flops_per_second if flops_per_second else None)

@@ -11,6 +11,8 @@ j's *mean* token log-probability (the ranker's score), so gradients are those of
 * grpo / entropic KL (``kl_coef > 0``): ``+ kl_coef * (exp(ref - logp) - (ref - logp) - 1)`` (k3, TRL's GRPO).
 * rft: ``-logp`` on the kept samples (SFT on the agent's own successful answers; in rank mode the cross-entropy of
   the option policy towards the kept option).
+* sft: the same loss on the task's gold completion of each prompt (:meth:`Task.reference_text`) instead of kept
+  samples: the mean token NLL of the gold answer given the prompt, or in rank mode ``-log pi(gold option)``.
 * ppo value term: ``vf_coef * 0.5 * max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2)``; entropy bonus
   ``-entropy_coef * H(pi)`` (per token over the vocabulary, or over the options).
 
@@ -29,7 +31,7 @@ import torch
 from sia_bench import metering
 from sia_bench.improvers.trainers.forward import RowOutputs, SharedPrefix, row_chunks
 from sia_bench.improvers.trainers.rollouts import TRAIN_STEP, Group, option_policy
-from sia_bench.improvers.trainers.settings import UpdateSettings
+from sia_bench.improvers.trainers.settings import SUPERVISED, UpdateSettings
 
 
 def clipped_surrogate(logp: torch.Tensor, old: torch.Tensor, adv: torch.Tensor, clip: float) -> torch.Tensor:
@@ -69,14 +71,14 @@ class Terms:
 
 
 def minibatch_count(groups: Sequence[Group], algo: str) -> float:
-    """The normaliser: tokens (free) or samples (rank) that carry loss; RFT counts only the kept ones."""
+    """The normaliser: tokens (free) or samples (rank) that carry loss; rft/sft count only the kept ones."""
     total = 0.0
     for g in groups:
         weights = g.weights or [1.0] * len(g.completions)
         if g.rank:
-            total += sum(w != 0 for w in weights) if algo == "rft" else len(g.completions)
+            total += sum(w != 0 for w in weights) if algo in SUPERVISED else len(g.completions)
         else:
-            total += sum(len(c) for c, w in zip(g.completions, weights) if algo != "rft" or w != 0)
+            total += sum(len(c) for c, w in zip(g.completions, weights) if algo not in SUPERVISED or w != 0)
     return max(total, 1.0)
 
 
@@ -89,8 +91,8 @@ def backward_minibatch(model: Any, groups: Sequence[Group], settings: UpdateSett
         rows = group.rows
         if group.rank:  # the option policy needs every option's score: one chunk (options are short)
             chunks = [list(range(len(rows)))]
-        else:  # rft trains only on kept rows; the others keep zero-advantage rows in the token count
-            live = [i for i, w in enumerate(group.weights or [1.0] * len(rows)) if algo != "rft" or w != 0]
+        else:  # rft/sft train only on kept rows; the others keep zero-advantage rows in the token count
+            live = [i for i, w in enumerate(group.weights or [1.0] * len(rows)) if algo not in SUPERVISED or w != 0]
             if not live:
                 continue
             chunks = [[live[j] for j in c] for c in row_chunks([rows[i] for i in live], chunk_tokens)]
@@ -112,7 +114,7 @@ def _free_terms(group: Group, rows: list[int], out: RowOutputs, s: UpdateSetting
                 terms: Terms) -> torch.Tensor:
     mask = out.mask
     logp = out.token_logps(s.temperature)
-    if s.algo == "rft":
+    if s.algo in SUPERVISED:
         keep = torch.tensor([group.weights[i] for i in rows], device=mask.device).unsqueeze(1)
         loss = -(logp * keep * mask).sum()
         terms.add(policy=loss.item())
@@ -147,7 +149,7 @@ def _rank_terms(group: Group, _options: list[int], out: RowOutputs, s: UpdateSet
     log_pi = option_policy(out.mean_logps(), s.temperature)
     picks = torch.tensor(group.picks, device=log_pi.device)
     logp = log_pi[picks]
-    if s.algo == "rft":
+    if s.algo in SUPERVISED:
         keep = torch.tensor(group.weights, device=logp.device)
         loss = -(logp * keep).sum()
         terms.add(policy=loss.item())

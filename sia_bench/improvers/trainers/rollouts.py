@@ -38,7 +38,7 @@ class Group:
     completions: list[list[int]]
     texts: list[str]
     rewards: list[float]
-    weights: list[float] | None = None  # per-sample advantages (grpo/entropic) or keep mask (rft)
+    weights: list[float] | None = None  # per-sample advantages (grpo/entropic) or keep mask (rft; sft: [1.0])
     options: list[list[int]] | None = None
     picks: list[int] | None = None
     # From the sampling (old) policy, no grad: "logp" (free: per token (G, L); rank: per option (K,)), "value"
@@ -96,6 +96,34 @@ def sample_groups(state: "LoopState", harness: Harness, instances: Sequence[Inst
         groups.update(zip(free, _sample_generations(state, harness, [instances[i] for i in free],
                                                     [prompts[i] for i in free], update)))
     return [groups[i] for i in range(len(instances))]
+
+
+def reference_groups(state: "LoopState", harness: Harness, instances: Sequence[Instance]) -> list[Group | None]:
+    """One-row groups holding each instance's gold completion (:meth:`Task.reference_text`), for ``sft``; None
+    where the task gives no reference (or, under a rank harness, none among the prompt's options). No model call.
+
+    The rows are tokenised as the sampler's would be: free text ends with EOS (the sampler keeps it, and a gold
+    answer teaches the model to stop), an option is the ranker's own tokens with the gold option as the one pick."""
+    model = state.agent.model
+    tok, eos = model.tokenizer, model.tokenizer.eos_token_id
+    rank = harness.params.get("answer_mode") == "rank"
+    groups: list[Group | None] = []
+    for inst in instances:
+        gold = state.task.reference_text(harness, inst)
+        prompt = state.task.render(harness, inst) if gold is not None else None
+        if prompt is None or (rank and prompt.options and gold not in prompt.options):
+            groups.append(None)
+            continue
+        prefix = tok(model.chat_text(prompt.messages), add_special_tokens=False)["input_ids"]
+        if rank and prompt.options:
+            options = [tok(o, add_special_tokens=False)["input_ids"] or [eos] for o in prompt.options]
+            k = prompt.options.index(gold)
+            groups.append(Group(inst, prefix, [options[k]], [gold], [float("nan")], [1.0], options=options,
+                                picks=[k]))
+        else:
+            ids = tok(gold, add_special_tokens=False)["input_ids"] + [eos]
+            groups.append(Group(inst, prefix, [ids], [gold], [float("nan")], [1.0]))
+    return groups
 
 
 def reward_of(state: "LoopState", harness: Harness, inst: Instance, text: str) -> float:

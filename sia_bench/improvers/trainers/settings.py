@@ -9,7 +9,10 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-ALGOS = ("grpo", "rft", "entropic", "ppo")
+ALGOS = ("grpo", "rft", "entropic", "ppo", "sft")
+# Algorithms whose loss is the negative log-likelihood of chosen rows (no ratio to an old policy, no KL term):
+# rft on its own kept samples, sft on the task's gold completions (no sampling at all).
+SUPERVISED = ("rft", "sft")
 # PPO takes several passes over minibatches of each sampled batch (so the importance ratio leaves 1 and clipping
 # matters); the group-baseline algorithms take one update per batch unless told otherwise (TRL's defaults).
 AUTO_EPOCHS = {"ppo": 4}
@@ -31,8 +34,8 @@ class UpdateSettings:
     Defaults for lr / steps / group_size / prompts_per_step come from the sweep on legal_charges (train reward and
     val only) reported with issue 16; the rest are the usual values of TRL and the PPO literature."""
 
-    algo: str = "grpo"  # grpo | rft | entropic | ppo
-    steps: int = 8  # rollout rounds; each samples a batch and takes epochs x minibatches optimizer steps on it
+    algo: str = "grpo"  # grpo | rft | entropic | ppo | sft (supervised on Task.reference_text, no sampling)
+    steps: int = 8  # rounds; each samples (sft: draws) a batch and takes epochs x minibatches optimizer steps on it
     lr: float = 3e-4  # peak learning rate of AdamW (LoRA and value head)
     group_size: int = 8  # completions (or options) sampled per prompt
     prompts_per_step: int = 4
@@ -83,6 +86,8 @@ class UpdateSettings:
         for name in _NON_NEGATIVE:
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")
+        if self.algo == "sft" and self.kl_coef > 0:
+            bad("kl_coef", "sft trains the gold completions' likelihood only: it has no KL term")
         if self.algo in ("grpo", "entropic") and self.group_size < 2:
             bad("group_size", f"{self.algo} compares completions within a group: needs at least 2")
         if self.resolved_minibatches() > self.prompts_per_step:

@@ -3,8 +3,10 @@
 A round samples ``prompts_per_step`` prompts (replacing groups without a learning signal for up to
 ``resample_rounds`` extra draws), computes advantages (group-normalised for grpo, entropic weights, RFT's keep mask,
 or GAE with the value head for ppo), then takes ``epochs`` passes over the batch split into ``minibatches`` groups of
-prompts, one clipped AdamW step per minibatch. The training position (adapter, optimizer, value head, schedule,
-prompt stream) continues from the best kept adapter and is saved with the new one (:mod:`.state`).
+prompts, one clipped AdamW step per minibatch. ``sft`` draws the same prompts but samples nothing: each prompt's row
+is the task's gold completion (instances without one are skipped, not replaced), trained with RFT's loss. The
+training position (adapter, optimizer, value head, schedule, prompt stream) continues from the best kept adapter and
+is saved with the new one (:mod:`.state`).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from sia_bench.harness import Harness
 from sia_bench.improvers.trainers.advantages import gae, group_signal, whiten
 from sia_bench.improvers.trainers.cost import forward_flops, train_flops
 from sia_bench.improvers.trainers.objectives import backward_minibatch, completion_mask, old_policy_pass
-from sia_bench.improvers.trainers.rollouts import Group, next_prompts, sample_groups, step_seed
-from sia_bench.improvers.trainers.settings import WeightUpdate
+from sia_bench.improvers.trainers.rollouts import Group, next_prompts, reference_groups, sample_groups, step_seed
+from sia_bench.improvers.trainers.settings import SUPERVISED, WeightUpdate
 from sia_bench.improvers.trainers.state import Trainer
 from sia_bench.task import Instance
 
@@ -126,6 +128,21 @@ class _Run:
             return []
         return used
 
+    def _references(self, record: dict[str, Any]) -> list[Group]:
+        """sft: the round's draw from the same prompt stream, each prompt with its gold completion as its one row."""
+        batch = self._draw(self.update.prompts_per_step)
+        groups = reference_groups(self.state, self.harness, batch)
+        used = [g for g in groups if g is not None]
+        record["no_reference"] = len(groups) - len(used)
+        record["skipped_groups"] += record["no_reference"]
+        record["groups_used"] = len(used)
+        if not used:
+            raise ValueError(f"sft: task {self.state.task.name!r} has no reference_text for any of the {len(batch)} "
+                             f"train instances of round {record['step']} ({', '.join(i.id for i in batch[:4])}"
+                             f"{', ...' if len(batch) > 4 else ''}) under this harness; sft trains on gold "
+                             "completions, which this task does not provide")
+        return used
+
     def round(self) -> dict[str, Any]:
         update, trainer = self.update, self.trainer
         ts = time.perf_counter()
@@ -135,7 +152,7 @@ class _Run:
         record: dict[str, Any] = {"step": round_index, "groups_used": 0, "skipped_groups": 0, "unscorable": 0,
                                   "mean_reward": float("nan"), "loss": None, "completion_tokens": 0,
                                   "optimizer_steps": 0, "updated": False}
-        used = self._sample(record)
+        used = self._references(record) if update.algo == "sft" else self._sample(record)
         trainer.state.rounds += 1
         record["sample_seconds"] = round(time.perf_counter() - ts, 3)
         if used:
@@ -150,7 +167,7 @@ class _Run:
         t_train = time.perf_counter()
         epochs, minibatches = update.resolved_epochs(), min(update.resolved_minibatches(), len(used))
         free = [g for g in used if not g.rank]
-        needs_old = update.algo == "ppo" or epochs * minibatches > 1
+        needs_old = update.algo == "ppo" or (update.algo not in SUPERVISED and epochs * minibatches > 1)
         passes = int(needs_old and bool(free)) + int(update.kl_coef > 0)
         old_policy_pass(self.model, used if update.kl_coef > 0 else free if needs_old else [], update,
                         trainer.value_head)
