@@ -148,3 +148,17 @@ def test_rank_votes_draw_from_one_ranking_seeded_by_pass_and_instance():
         counts = {v: t.details["votes"].count(v) for v in t.details["votes"]}
         assert counts[t.answer] == max(counts.values())
         assert t.answer == next(v for v in t.details["votes"] if counts[v] == max(counts.values()))
+
+
+def test_a_memo_never_serves_single_answers_to_a_vote_or_one_vote_count_to_another(toy_task, tmp_path):
+    from sia_bench.memo import ResultMemo
+
+    memo, insts, harness = ResultMemo(tmp_path / "memo"), toy_task.split("val")[:2], toy_task.default_harness()
+    Agent(toy_task, ScriptedModel(replies=["1"]), memo).run(harness, insts, "val")
+    calls = []
+    for votes in (3, 5, 3):
+        model = ScriptedModel(replies=["1"])
+        trajs = Agent(toy_task, model, memo, Answering(votes=votes, temperature=0.5)).run(harness, insts, "val")
+        assert all(len(t.details["votes"]) == votes for t in trajs)
+        calls.append((len(model.seen), all(t.reused for t in trajs)))
+    assert calls == [(6, False), (10, False), (0, True)]  # only the same vote setting again is served from the memo
