@@ -78,9 +78,9 @@ class Context:
     audited_rounds: int = 0
     rounds: int = 0
     idle_from: float | None = None  # the candidate tree's CPU seconds after its last reply
-    # over the audited rounds: seconds of the candidate's run time in each category, and eager's on the same calls
-    audit_seconds: dict[str, float] = field(default_factory=lambda: {"compute_library": 0.0, "unbuilt_native": 0.0,
-                                                                     "eager": 0.0, "calls": 0.0})
+    # (candidate, eager) seconds per call of every round of the timed shape: the audit's shares are applied to their
+    # medians, so one round inflated by a busy neighbour cannot turn an honest program's glue into a "fallback"
+    round_times: list[tuple[float, float]] = field(default_factory=list)
 
 
 _FAILURE_KIND = {"compile": "compile", "import": "import", "format": "format", "init": "init", "run": "runtime",
@@ -182,11 +182,8 @@ class ShapeRun:
             self.check_cpu(before, after, t1 - t0)
             described = reply.header.get("outputs")
         self.idle_check("after the call returned")
-        if round_profile is not None and round_profile.total:
-            for category in ("compute_library", "unbuilt_native"):
-                ctx.audit_seconds[category] += round_profile.share(category) * times["cand"] * sh.k
-            ctx.audit_seconds["eager"] += times["eager"] * sh.k
-            ctx.audit_seconds["calls"] += sh.k
+        if sh.role == "timed":
+            ctx.round_times.append((times["cand"], times["eager"]))
         if ctx.gpu:  # device outputs: the candidate copies them to host memory, a step bounded by eager's
             reply, times["cand_publish"] = self.cand("publish")
             _, times["eager_publish"] = self.ref("publish")
