@@ -161,6 +161,9 @@ def test_cost_of_sft_has_no_sampling_term():
     rank = estimate_step_cost(WeightUpdate(algo="sft"), parameters=1_000, prompt_tokens=600, completion_tokens=5,
                               options=5)
     assert rank.sample_flops == 0 and rank.train_flops == 6 * 1_000 * 4 * (600 + 5 * 5)  # every option's score
+    rft = estimate_step_cost(WeightUpdate(algo="rft", epochs=2), parameters=1_000, prompt_tokens=100,
+                             completion_tokens=20)
+    assert rft.sample_flops == 2 * 1_000 * 4 * (100 + 8 * 20)  # sampling only: its loss needs no old-policy pass
     with pytest.raises(ValueError, match="kl_coef"):
         WeightUpdate(algo="sft", kl_coef=0.1).validate()
 
