@@ -50,10 +50,15 @@ class WeightSettings(UpdateSettings):
         trained = report["optimizer_steps"] > 0
         if not trained:
             action["error"] = NO_SIGNAL
-        rewards = ", ".join("nan" if r != r else f"{r:.3f}" for r in report["mean_reward_per_step"])
+        if update.algo == "sft":  # nothing is sampled, so there is no reward: the supervised loss is the signal
+            losses = ", ".join("-" if x is None else f"{x:.3f}" for x in report["loss_per_step"])
+            progress = f"supervised loss per round [{losses}]"
+        else:
+            rewards = ", ".join("nan" if r != r else f"{r:.3f}" for r in report["mean_reward_per_step"])
+            progress = f"train reward per round [{rewards}]"
         summary = (f"{update.algo}: {report['optimizer_steps']} optimizer steps in {update.steps} rounds from "
                    f"{report['started_from']} adapter (optimizer {report.get('optimizer', '?')}, global step "
-                   f"{report.get('global_step', '?')}); train reward per round [{rewards}]; "
+                   f"{report.get('global_step', '?')}); {progress}; "
                    f"{report['skipped_groups']} groups without signal skipped; {report['rollouts']} rollouts, "
                    f"{report['seconds']:.1f} s")
         patched = harness.digest != state.best_harness.digest
