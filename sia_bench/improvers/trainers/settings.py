@@ -36,7 +36,7 @@ class UpdateSettings:
 
     algo: str = "grpo"  # grpo | rft | entropic | ppo | sft (supervised on Task.reference_text, no sampling)
     steps: int = 8  # rounds; each samples (sft: draws) a batch and takes epochs x minibatches optimizer steps on it
-    lr: float = 3e-4  # peak learning rate of AdamW (LoRA and value head)
+    lr: float = 1e-3  # peak learning rate of AdamW (LoRA and value head); the sweep's better rate at 8 and 24 steps
     group_size: int = 8  # completions (or options) sampled per prompt
     prompts_per_step: int = 4
     lora_rank: int = 8
