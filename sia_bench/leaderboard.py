@@ -90,6 +90,9 @@ def resolved_settings(record: RunRecord) -> dict[str, Any]:
     settings["task"] = {**record.task, "data": _data_identity(record)}
     settings["models"] = {role: _model_identity(info) for role, info in record.models.items()}
     settings["improver"] = {k: v for k, v in record.improver.items() if k != "label"}
+    settings.pop("replicate", None)  # the seed and the sources it draws (val subset): what replicates vary
+    if isinstance(settings.get("config"), dict):
+        settings["config"] = {k: v for k, v in settings["config"].items() if k != "seed"}
     return settings
 
 

@@ -34,8 +34,16 @@ class ComputeUnit:
         return float(ledger.total_flops(exclude_test=True)) if self.flops else float(ledger.task_tokens())
 
 
+def _has_flops(ledger: Any) -> bool:
+    """FLOPs recorded: some charged, or none needed (no task-model tokens and nothing of unknown size, e.g. a
+    tool-only control that never calls the model spent 0 FLOPs, it did not fail to record them)."""
+    if sum(getattr(ledger, "flops", {}).values()) > 0:
+        return True
+    return hasattr(ledger, "flops") and ledger.task_tokens() == 0 and not getattr(ledger, "flops_unknown", {})
+
+
 def compute_unit(group: Group) -> ComputeUnit:
-    flops = all(sum(getattr(r.record.ledger, "flops", {}).values()) > 0 for r in group.runs)
+    flops = all(_has_flops(r.record.ledger) for r in group.runs)
     budget = getattr(group.runs[0].record.budget, "compute_flops", None) if flops else None
     return ComputeUnit(flops, float(budget) if budget else None)
 

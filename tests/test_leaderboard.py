@@ -56,6 +56,8 @@ def make_run(root: Path, arm: str, seed: int, val: float, test: float, *, task: 
         seed=seed, limit=limit, budget=budget or Budget(generations=2, task_rollouts=100),
         environment={"hardware": {"cpu": "Test CPU", "gpu": None}}, controls=CONTROLS, generations=gens,
         best_generation=1, stop_reason="stop", ledger=ledger,
+        replicate={"seed": seed, "varies": ["val subset"], "val_subset_seed": seed},  # as the loop writes them
+        config={"task": task, "improver": arm, "seed": seed, "limit": limit},
         final={} if status != "finished" else {"best_generation": 1, "val": {"accuracy": val},
                                                "test": {"accuracy": test}, "val_normalised": val,
                                                "test_normalised": test})
@@ -308,3 +310,21 @@ def test_compute_uses_flops_when_recorded_and_the_auc_matches_a_hand_count(tmp_p
     build_leaderboard([tmp_path], tmp_path / "out")
     md = (tmp_path / "out" / "toy_arithmetic.md").read_text()
     assert "compute (FLOPs)" in md and "divided by the most compute any run here spent (6e+12 FLOPs)" in md
+
+
+def test_a_run_that_never_calls_the_model_spent_zero_flops_not_unknown(tmp_path):
+    """A tool-only control charges no FLOPs because it makes no model call: the table stays in FLOPs."""
+    make_run(tmp_path, "w", 0, 0.6, 0.0, flops=1e12)
+    silent = make_run(tmp_path, "tool-only", 0, 0.7, 0.0)
+    record = RunRecord.load(silent)
+    empty = Ledger(rollouts={"val": 8, "test": 8})
+    record.ledger = empty
+    for gen in record.generations:
+        gen.ledger = Ledger(rollouts={"val": 8})
+    record.save(silent)
+    tasks, _ = group_runs(collect([tmp_path]).runs)
+    assert compute_unit(tasks["toy_arithmetic"][0]).flops
+    record.ledger = Ledger(rollouts={"val": 8}, tokens_in={"val": 100})  # tokens without FLOPs: unknown
+    record.save(silent)
+    tasks, _ = group_runs(collect([tmp_path]).runs)
+    assert not compute_unit(tasks["toy_arithmetic"][0]).flops
