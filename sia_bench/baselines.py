@@ -17,7 +17,7 @@ from sia_bench.config import HarnessStart
 from sia_bench.loop import EVAL_SAMPLE_SEED, build_task, starting_harness
 from sia_bench.records import SCHEMA_VERSION, atomic_write_json, environment, now
 from sia_bench.registry import BASELINES, UnknownNameError
-from sia_bench.task import Baseline, Score, subsample
+from sia_bench.task import Baseline, Score, split_limit, subsample
 
 
 def _table(task_name: str) -> dict[str, Any]:
@@ -85,8 +85,7 @@ def _evaluate(task: Any, task_name: str, only: str | None, limit: int | None, st
                 row["harness"] = {**start.model_dump(mode="json"), "digest": harness.digest}
         baseline.fit(task)
         for split in ("val", "test"):
-            n = test_limit or limit if split == "test" else limit
-            instances = subsample(task.split(split), n, EVAL_SAMPLE_SEED)
+            instances = subsample(task.split(split), split_limit(split, limit, test_limit), EVAL_SAMPLE_SEED)
             answers = baseline.predict(task, instances)
             scores: list[Score] = [task.score(i, a) for i, a in zip(instances, answers)]
             metrics = task.aggregate(scores, instances)

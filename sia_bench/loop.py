@@ -29,7 +29,7 @@ from sia_bench.records import Candidate, GenerationRecord, JsonlWriter, Ledger, 
     environment, now
 from sia_bench.registry import IMPROVERS, TASKS
 from sia_bench.rundir import RunDirError, open_run, stored_config
-from sia_bench.task import Task, TaskError, subsample
+from sia_bench.task import Task, TaskError, split_limit, subsample
 
 EventHook = Callable[..., None]
 EVAL_SAMPLE_SEED = 0  # the test subset never depends on the run seed: every arm and seed is scored on the same cases
@@ -118,8 +118,7 @@ class Loop:
     def _instances(self, split: str):
         """The scored subset: test is the same for every arm and seed; val is drawn with the run's seed."""
         seed = self.config.seed if split == "val" else EVAL_SAMPLE_SEED
-        limit = self.config.test_limit or self.config.limit if split == "test" else self.config.limit
-        return subsample(self.task.split(split), limit, seed)
+        return subsample(self.task.split(split), split_limit(split, self.config.limit, self.config.test_limit), seed)
 
     def _use_adapter(self, adapter_dir: str | None) -> None:
         if self.model.trainable and hasattr(self.model, "load_adapter"):

@@ -198,6 +198,11 @@ def subsample(instances: Iterable[Instance], limit: int | None, seed: int) -> li
     return [items[i] for i in chosen]
 
 
+def split_limit(split: str, limit: int | None, test_limit: int | None) -> int | None:
+    """How many instances of ``split`` are scored: ``test_limit`` for test when given, else ``limit``."""
+    return (test_limit or limit) if split == "test" else limit
+
+
 class Baseline(ABC):
     """A classical method for a task: fitted on ``train`` (never on val/test labels), scored with the task's scorer."""
 

@@ -436,7 +436,8 @@ class Driver:
         # after a small allowance per call for the allocation and dispatch every program does in libtorch (so tiny
         # problems, where that glue is most of a call, are not flagged). Medians over the rounds, not the audited
         # rounds' own times: a round slowed by a neighbour (cache, memory bandwidth) does not inflate an honest
-        # program's glue into a fallback (an honest softmax measured 1.9-3.7x eager that way on a loaded 2-core machine, 0.07-0.09x this way).
+        # program's glue into a fallback (an honest softmax measured 1.9-3.7x eager that way on a loaded 2-core
+        # machine, 0.07-0.09x this way).
         if ratios["compute_library"] >= FALLBACK_RATIO and prof.categories["compute_library"] >= 8:
             raise CandidateFailure("torch fallback", f"the program spent {100 * ratios['compute_library']:.0f}% of "
                                                      f"torch eager's time per call in torch/numpy/BLAS or other library "
