@@ -30,7 +30,7 @@ from .checks import static_check
 from .compare import default_tolerance
 from .problem_set import Problem
 from .record import CandidateFailure, HarnessError, KernelResult
-from .rounds import FALLBACK_RATIO, GLUE_ALLOWANCE_S, Context, Shape, ShapeRun, candidate_failure
+from .rounds import FALLBACK_RATIO, GLUE_ALLOWANCE_S, Context, Shape, ShapeRun, candidate_failure, judge_idle
 from .shm import NUMPY, Arena, Layout
 from .timing import geomean
 from .workers import WarmPool, Worker, WorkerConfig, WorkerError
@@ -335,6 +335,7 @@ class Driver:
         t = time.monotonic()
         self._check_shape(problem, policy, seed, ctx)
         res.overhead_s["second_shape"] = time.monotonic() - t
+        judge_idle(ctx)
         self._judge_audit(ctx, trusted)
         res.correct = True
         timed = [s["timing"] for s in res.shapes if s.get("timing")]

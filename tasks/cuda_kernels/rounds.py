@@ -25,7 +25,11 @@ from .shm import Arena, Layout
 from .timing import Series
 from .workers import Worker, WorkerError
 
-IDLE_TOLERANCE_S = 0.0005  # CPU the tree may use between commands: the tail of its last reply (honest: <= 0.13 ms)
+IDLE_TOLERANCE_S = 0.0005  # CPU the tree may use between commands: the tail of its last reply (honest: <= 0.13 ms
+# on an idle machine, 0.7-0.8 ms now and then on a loaded CI runner)
+IDLE_OVER_SHARE = 0.25  # share of gaps allowed above that: hidden work must recur every round to move the median
+IDLE_CEILING_S = 0.005  # one gap above this (and 4x the per-gap bound) fails at once
+IDLE_EARLY_GAPS = 16  # gaps seen before the share is judged mid-run (the end of the run judges it in any case)
 AUDIT_P = 0.2
 WARMUP_ROUNDS = 2
 MAX_WARMUP_ROUNDS = 12
@@ -78,9 +82,29 @@ class Context:
     audited_rounds: int = 0
     rounds: int = 0
     idle_from: float | None = None  # the candidate tree's CPU seconds after its last reply
+    idle_gaps: int = 0  # gaps between commands measured
+    idle_over: list[tuple[float, str]] = field(default_factory=list)  # (CPU seconds, when) of gaps above the bound
     # (candidate, eager) seconds per call of every round of the timed shape: the audit's shares are applied to their
     # medians, so one round inflated by a busy neighbour cannot turn an honest program's glue into a "fallback"
     round_times: list[tuple[float, float]] = field(default_factory=list)
+
+
+def idle_too_often(ctx: Context) -> bool:
+    return len(ctx.idle_over) > max(2, IDLE_OVER_SHARE * ctx.idle_gaps)
+
+
+def judge_idle(ctx: Context) -> None:
+    """At the end of a run: fail when too many gaps between commands held CPU work."""
+    if idle_too_often(ctx):
+        used, when = max(ctx.idle_over)
+        raise idle_failure(ctx, used, when)
+
+
+def idle_failure(ctx: Context, used: float, when: str) -> CandidateFailure:
+    return CandidateFailure("work outside calls", f"the program used {used * 1e3:.1f} ms of CPU while it had no "
+                                                  f"call to run ({when}; {len(ctx.idle_over)} of {ctx.idle_gaps} "
+                                                  f"gaps busy): a background thread or process working before a "
+                                                  f"call or after its return")
 
 
 _FAILURE_KIND = {"compile": "compile", "import": "import", "format": "format", "init": "init", "run": "runtime",
@@ -137,18 +161,22 @@ class ShapeRun:
         now = self.ctx.cand.cpu_seconds()
         if now is None or self.ctx.idle_from is None:
             return
-        self.ctx.result.ran("no CPU work between calls (detached threads, precomputation)")
-        used = now - self.ctx.idle_from
-        self.ctx.result.idle_cpu_ms_max = max(self.ctx.result.idle_cpu_ms_max, used * 1e3)
-        # Flagged when it could hide a round's work: above the tail of a reply and above what eager takes for the
-        # round's calls. Honest workers with megabyte outputs were measured at 1.4-3.4 ms here (memory the kernel
-        # settles after a reply), about one eager round; work deferred past a reply cannot produce the outputs,
-        # which are read and checked from outside as soon as the reply arrives.
-        eager_round = float(self.shape.spec.get("eager_once_s") or 0.0) * self.shape.k
-        if used > max(IDLE_TOLERANCE_S, eager_round):
-            raise CandidateFailure("work outside calls", f"the program used {used * 1e3:.1f} ms of CPU while it "
-                                                         f"had no call to run ({when}): a background thread or "
-                                                         f"process working before a call or after its return")
+        ctx = self.ctx
+        ctx.result.ran("no CPU work between calls (detached threads, precomputation)")
+        used = now - ctx.idle_from
+        ctx.result.idle_cpu_ms_max = max(ctx.result.idle_cpu_ms_max, used * 1e3)
+        ctx.idle_gaps += 1
+        # A gap counts when it could hide a round's work: above the tail of a reply and above what eager takes for
+        # the round's calls. Honest workers with megabyte outputs were measured at 1.4-3.4 ms here (memory the
+        # kernel settles after a reply), about one eager round; work deferred past a reply cannot produce the
+        # outputs, which are read and checked from outside as soon as the reply arrives. One noisy gap is not a
+        # verdict (a loaded runner gave honest programs 0.7-0.8 ms once in a run); work hidden in most rounds, or a
+        # lot of it in one, is.
+        bound = max(IDLE_TOLERANCE_S, float(self.shape.spec.get("eager_once_s") or 0.0) * self.shape.k)
+        if used > bound:
+            ctx.idle_over.append((used, when))
+        if used > max(IDLE_CEILING_S, 4 * bound) or ctx.idle_gaps >= IDLE_EARLY_GAPS and idle_too_often(ctx):
+            raise idle_failure(ctx, used, when)
 
     # -- one round ----------------------------------------------------------------------------------------------------
     def round(self, seeds: list[int], audited: bool) -> dict[str, float]:
