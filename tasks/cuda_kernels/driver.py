@@ -397,7 +397,7 @@ class Driver:
                 art = self.builder.build(str(tag), header.get("source"), str(header.get("flags", "")))
             except BuildError as err:
                 return {"cmd": "artifact", "ok": False, "message": str(err), "log": err.log}, []
-            ctx.kernel_hashes.add(hashlib.sha256(art.data).hexdigest())
+            ctx.kernel_hashes[hashlib.sha256(art.data).hexdigest()] = len(art.data)
             ctx.result.compile_stats["cache_hits" if art.cache_hit else "compiles"] = \
                 ctx.result.compile_stats.get("cache_hits" if art.cache_hit else "compiles", 0) + 1
             return {"cmd": "artifact", "ok": True, "cache_hit": art.cache_hit, "file": art.file_name}, \

@@ -77,7 +77,7 @@ class Context:
     clock: str  # cpu: cgroup CPU seconds of the worker tree per sample; wall: the driver's wall clock
     trusted_roots: tuple[str, ...]
     stdlib_roots: tuple[str, ...]
-    kernel_hashes: set[str] = field(default_factory=set)
+    kernel_hashes: dict[str, int] = field(default_factory=dict)  # sha256 -> size of each artifact the builder made
     profile: audit.Profile | None = None
     audited_rounds: int = 0
     rounds: int = 0
