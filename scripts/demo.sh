@@ -2,9 +2,8 @@
 # The embedded default job: a small CPU ablation on legal_charges (LawBench-191) with the shipped SmolLM2-135M model,
 # arms none / h / w / wh, one seed, 8 val and 8 test cases, 2 generations; the tool-only control (the harness's own
 # tools answer, no model call: what the tools give without the model); the classical baselines on the same cases;
-# then the leaderboard, with a
-# paragraph saying what it shows. Re-running resumes: finished runs and baselines are not redone. When the output is
-# not a terminal (make demo > log 2>&1), progress comes as plain timestamped lines.
+# then the leaderboard, with a paragraph saying what it shows. Re-running resumes: finished runs and baselines are not
+# redone. When the output is not a terminal (make demo > log 2>&1), progress comes as plain timestamped lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${DEMO_OUT:-runs/demo}
