@@ -176,3 +176,56 @@ def test_multi_token_grpo_and_rft_normalise_by_tokens(model):
     kept_tokens = len(rows[0]) + len(rows[2])  # RFT: only kept samples' tokens
     expected = _combine([(-1.0 / kept_tokens, _grad(_row_logps(model, prefix, rows[i]).sum(), model)) for i in (0, 2)])
     _assert_close(actual, expected)
+
+
+# -- a round's prompts share their system block: run once, gradients unchanged ---------------------------------------
+SYSTEM = "You are a careful judge. Read the facts, then choose the charge among the candidates given. " * 2
+
+
+def _system_prompt(model, text):
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
+    return model.tokenizer(model.chat_text(messages), add_special_tokens=False)["input_ids"]
+
+
+def test_common_prefix_length():
+    from sia_bench.improvers.trainers.forward import MIN_COMMON, common_prefix_length
+
+    shared = list(range(MIN_COMMON + 4))
+    assert common_prefix_length([shared + [1, 2], shared + [3]]) == MIN_COMMON + 4
+    assert common_prefix_length([shared, shared]) == MIN_COMMON + 3  # each prompt keeps a token of its own
+    assert common_prefix_length([shared[:MIN_COMMON - 1] + [7, 8], shared[:MIN_COMMON - 1] + [9, 9]]) == 0
+    assert common_prefix_length([shared + [1]]) == 0
+
+
+def test_rank_groups_sharing_a_system_block_get_each_groups_gradient(model):
+    from sia_bench.improvers.trainers.forward import common_prefix_length
+
+    tok, temperature = model.tokenizer, 0.8
+    options = [tok(o, add_special_tokens=False)["input_ids"] for o in OPTIONS]
+    cases = [("Case one: a stolen bicycle.", [0, 1, 2, 2], [1.0, 0.0, 0.0, 1.0]),
+             ("Case two: a forged contract and a lie.", [2, 2, 1, 0], [0.0, 1.0, 1.0, 0.0]),
+             ("Case three.", [1, 0, 1, 1], [1.0, 0.0, 0.0, 1.0])]
+    groups = []
+    for text, picks, rewards in cases:
+        adv = grpo_advantages(rewards)
+        groups.append(Group(None, _system_prompt(model, text), [options[k] for k in picks],
+                            [OPTIONS[k] for k in picks], rewards, adv, options=options, picks=picks))
+    assert common_prefix_length([g.prompt_ids for g in groups]) >= len(tok(SYSTEM)["input_ids"])
+    actual = _trainer_grads(model, groups, WeightUpdate(temperature=temperature))
+    total = sum(len(g.picks) for g in groups)
+    expected = _combine([(len(g.picks) / total, _option_policy_grads(model, g, g.weights, temperature)[0])
+                         for g in groups])
+    _assert_close(actual, expected)
+
+
+def test_free_groups_sharing_a_system_block_match_separate_prompts(model, monkeypatch):
+    from sia_bench.improvers.trainers import forward
+
+    tok = model.tokenizer
+    rows = [tok(w, add_special_tokens=False)["input_ids"] for w in ("a quiet river", "stone", "the old gate")]
+    groups = [Group(None, _system_prompt(model, text), rows, ["x"] * 3, [1.0, 0.0, 1.0], grpo_advantages([1.0, 0, 1]))
+              for text in ("First case.", "Second, longer case text.")]
+    shared = _trainer_grads(model, groups, WeightUpdate())
+    monkeypatch.setattr(forward, "MIN_COMMON", 10 ** 9)  # every prompt run whole
+    separate = _trainer_grads(model, groups, WeightUpdate())
+    _assert_close(shared, separate)

@@ -76,6 +76,34 @@ def test_state_files_are_safe_formats_and_a_rejected_attempt_restarts_fresh(tmp_
     assert again["global_step"] == again["optimizer_steps"]
 
 
+def test_after_a_rejected_update_the_next_continues_it_unless_told_to_restart(tmp_path):
+    from sia_bench.records import GenerationRecord
+
+    model, task = tiny(), RankTask()
+    settings = {"algo": "grpo", "steps": 1, "lr": 1e-2, "group_size": 6, "prompts_per_step": 2}
+    first, report = apply_weight_update(loop_state(task, model, tmp_path / "run" / "gen_001"),
+                                        task.default_harness(), WeightUpdate(**settings))
+    assert report["optimizer_steps"] == 1
+    rejected = GenerationRecord(index=1, actions=[{"type": "weight_update", "report": report}], accepted=False)
+
+    def next_update(name, continue_from):
+        state = loop_state(task, model, tmp_path / name / "gen_002")
+        if name == "run":
+            state.history = [rejected]
+        return apply_weight_update(state, task.default_harness(),
+                                   WeightUpdate(**settings, continue_from=continue_from))[1]
+
+    last = next_update("run", "last")  # best kept adapter: none; the rejected one's trajectory goes on
+    assert last["started_from"] == str(first) and last["optimizer"].startswith("restored")
+    assert last["global_step"] == 1 + last["optimizer_steps"]
+    best = next_update("run", "best")
+    assert best["started_from"] == "fresh" and best["global_step"] == best["optimizer_steps"]
+    empty = next_update("other", "last")  # no earlier update in this run: nothing to continue
+    assert empty["started_from"] == "fresh"
+    with pytest.raises(ValueError, match="continue_from"):
+        WeightUpdate(continue_from="first").validate()
+
+
 def test_learning_rate_schedule_by_hand():
     warm = WeightUpdate(lr=1e-3, warmup_steps=4)
     assert [lr_at(s, warm) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])

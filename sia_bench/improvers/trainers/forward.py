@@ -7,6 +7,12 @@ leaf tensors; each chunk of rows is run and back-propagated on its own, which ac
 and :meth:`SharedPrefix.backward` then sends those through the prefix once. The result is the gradient of the plain
 full-row computation (tested) with memory bounded by the chunk size instead of rows x prompt length.
 
+Prompts of one harness version also share their leading tokens (the system block: SKILL.md and the tool text), so
+a round's prompts can start from one :class:`CommonPrefix` run over those tokens: its KV state is cut from the graph
+the same way, every prompt's :class:`SharedPrefix` continues it, and :meth:`CommonPrefix.backward` sends the
+gathered gradients through the shared tokens once per minibatch instead of once per prompt. Causal attention makes
+this exact: a token's keys and values depend only on the tokens before it.
+
 This is the training-side twin of the model's option ranker (``HFModel.loglikelihood``); it lives here because it
 needs gradients through the cache, which the model's no-grad scoring path does not keep.
 """
@@ -58,17 +64,72 @@ def hidden_size(hf: Any) -> int:
         hf.config.hidden_size)
 
 
-class SharedPrefix:
-    """Run ``prefix_ids`` once; :meth:`rows` continues it with any rows. Gradients follow torch's grad mode."""
+MIN_COMMON = 16  # shorter common prefixes are not worth a separate pass
 
-    def __init__(self, hf: Any, prefix_ids: Sequence[int], device: Any, need_hidden: bool = False):
+
+def common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Tokens every prompt starts with, leaving each at least one token of its own (0 for fewer than 2 prompts or
+    a common part under MIN_COMMON tokens)."""
+    if len(prompts) < 2:
+        return 0
+    limit = min(map(len, prompts)) - 1
+    n = 0
+    first = prompts[0]
+    while n < limit and all(p[n] == first[n] for p in prompts[1:]):
+        n += 1
+    return n if n >= MIN_COMMON else 0
+
+
+class CommonPrefix:
+    """The KV state of tokens several prompts share, run once; gradients follow torch's grad mode."""
+
+    def __init__(self, hf: Any, ids: Sequence[int], device: Any):
+        self.ids = list(ids)
+        self.grad = torch.is_grad_enabled()
+        out = hf(input_ids=torch.tensor([self.ids], device=device), use_cache=True, logits_to_keep=1)
+        self._sources = [t for layer in out.cache.layers for t in (layer.keys, layer.values)]
+        self._leaves = [t.detach().requires_grad_() for t in self._sources] if self.grad else self._sources
+        self.kv = list(zip(self._leaves[0::2], self._leaves[1::2]))
+
+    @classmethod
+    def of(cls, hf: Any, prompts: Sequence[Sequence[int]], device: Any) -> "CommonPrefix | None":
+        n = common_prefix_length(prompts)
+        return cls(hf, prompts[0][:n], device) if n else None
+
+    def backward(self) -> None:
+        """Send the gradients the prompts gathered on the shared KV through the shared tokens (once)."""
+        _send(self._sources, self._leaves, self.grad)
+
+
+def _send(sources: Sequence[torch.Tensor], leaves: Sequence[torch.Tensor], grad: bool) -> None:
+    if not grad:
+        return
+    pairs = [(src, leaf.grad) for src, leaf in zip(sources, leaves) if leaf.grad is not None and src.requires_grad]
+    if pairs:
+        torch.autograd.backward([s for s, _ in pairs], [g for _, g in pairs])
+
+
+class SharedPrefix:
+    """Run ``prefix_ids`` once (continuing ``base`` when given, a :class:`CommonPrefix` of its first tokens);
+    :meth:`rows` continues it with any rows. Gradients follow torch's grad mode."""
+
+    def __init__(self, hf: Any, prefix_ids: Sequence[int], device: Any, need_hidden: bool = False,
+                 base: CommonPrefix | None = None):
         if not prefix_ids:
             raise ValueError("a training prompt rendered to zero tokens")
         self.hf, self.device, self.need_hidden = hf, device, need_hidden
         self.length = len(prefix_ids)
         self.grad = torch.is_grad_enabled()
-        out = hf(input_ids=torch.tensor([list(prefix_ids)], device=device), use_cache=True, logits_to_keep=1,
-                 output_hidden_states=need_hidden)
+        start = len(base.ids) if base is not None else 0
+        if base is not None and (start >= self.length or list(prefix_ids[:start]) != base.ids):
+            raise ValueError("SharedPrefix: the common prefix is not a proper prefix of this prompt")
+        from transformers import DynamicCache
+
+        extra = {} if base is None else {
+            "cache": DynamicCache(ddp_cache_data=base.kv),
+            "position_ids": torch.arange(start, self.length, device=device).unsqueeze(0)}
+        out = hf(input_ids=torch.tensor([list(prefix_ids[start:])], device=device), use_cache=True,
+                 logits_to_keep=1, output_hidden_states=need_hidden, **extra)
         self._sources = [out.logits[0, -1].float()]
         if need_hidden:
             self._sources.append(out.hidden_states[-1][0, -1].float())
@@ -109,12 +170,7 @@ class SharedPrefix:
 
     def backward(self) -> None:
         """Send the gradients gathered on the prefix's outputs through the prefix (once, after all chunks)."""
-        if not self.grad:
-            return
-        pairs = [(src, leaf.grad) for src, leaf in zip(self._sources, self._leaves)
-                 if leaf.grad is not None and src.requires_grad]
-        if pairs:
-            torch.autograd.backward([s for s, _ in pairs], [g for _, g in pairs])
+        _send(self._sources, self._leaves, self.grad)
 
 
 def row_chunks(rows: Sequence[Sequence[int]], budget: int | None = None) -> list[list[int]]:

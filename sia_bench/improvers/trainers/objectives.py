@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import torch
 
 from sia_bench import metering
-from sia_bench.improvers.trainers.forward import RowOutputs, SharedPrefix, row_chunks
+from sia_bench.improvers.trainers.forward import CommonPrefix, RowOutputs, SharedPrefix, row_chunks
 from sia_bench.improvers.trainers.rollouts import TRAIN_STEP, Group, option_policy
 from sia_bench.improvers.trainers.settings import SUPERVISED, UpdateSettings
 
@@ -87,27 +87,38 @@ def backward_minibatch(model: Any, groups: Sequence[Group], settings: UpdateSett
     """Accumulate the gradient of the minibatch loss (module docstring) into the LoRA (and value head)."""
     algo = settings.algo
     terms = Terms(count=minibatch_count(groups, algo))
-    for group in groups:
+    work = [(g, c) for g in groups if (c := _chunks(g, algo, chunk_tokens))]
+    base = None
+    for n, (group, chunks) in enumerate(work):
         rows = group.rows
-        if group.rank:  # the option policy needs every option's score: one chunk (options are short)
-            chunks = [list(range(len(rows)))]
-        else:  # rft/sft train only on kept rows; the others keep zero-advantage rows in the token count
-            live = [i for i, w in enumerate(group.weights or [1.0] * len(rows)) if algo not in SUPERVISED or w != 0]
-            if not live:
-                continue
-            chunks = [[live[j] for j in c] for c in row_chunks([rows[i] for i in live], chunk_tokens)]
         with metering.model_call(model, purpose=TRAIN_STEP, training=True) as call:
-            shared = SharedPrefix(model.hf, group.prompt_ids, model.device, need_hidden=algo == "ppo")
+            if n == 0:  # the minibatch's shared leading tokens, run once (its seconds land in this call)
+                base = CommonPrefix.of(model.hf, [g.prompt_ids for g, _ in work], model.device)
+            shared = SharedPrefix(model.hf, group.prompt_ids, model.device, need_hidden=algo == "ppo", base=base)
             for chunk in chunks:
                 out = shared.rows([rows[i] for i in chunk])
                 part = (_rank_terms if group.rank else _free_terms)(group, chunk, out, settings, value_head, terms)
                 (part / terms.count).backward()
                 terms.loss += part.item() / terms.count
             shared.backward()
+            if base is not None and n == len(work) - 1:
+                base.backward()
+            # charged as if the prompt ran whole (see metering: cached work costs what it would cost fresh)
             call.count(len(group.prompt_ids) + sum(len(rows[i]) for c in chunks for i in c))
     for name in ("policy", "value", "entropy", "approx_kl"):
         setattr(terms, name, getattr(terms, name) / terms.count)
     return terms
+
+
+def _chunks(group: Group, algo: str, chunk_tokens: int | None) -> list[list[int]]:
+    """The row chunks one group is run in: rank mode one chunk (the option policy needs every option's score, and
+    options are short); free text chunks of the live rows (rft/sft train only on kept rows; the others keep
+    zero-advantage rows in the token count). Empty when no row carries loss."""
+    rows = group.rows
+    if group.rank:
+        return [list(range(len(rows)))]
+    live = [i for i, w in enumerate(group.weights or [1.0] * len(rows)) if algo not in SUPERVISED or w != 0]
+    return [[live[j] for j in c] for c in row_chunks([rows[i] for i in live], chunk_tokens)] if live else []
 
 
 def _free_terms(group: Group, rows: list[int], out: RowOutputs, s: UpdateSettings, value_head: Any,

@@ -162,18 +162,20 @@ def _sample_options(state: "LoopState", harness: Harness, instances: Sequence[In
     trained one are the same function."""
     import torch
 
-    from sia_bench.improvers.trainers.forward import SharedPrefix
-
     from sia_bench import metering
+    from sia_bench.improvers.trainers.forward import CommonPrefix, SharedPrefix
 
     model = state.agent.model
     tok = model.tokenizer
     groups = []
-    for inst, prompt in zip(instances, prompts):
-        prefix = tok(model.chat_text(prompt.messages), add_special_tokens=False)["input_ids"]
+    prefixes = [tok(model.chat_text(p.messages), add_special_tokens=False)["input_ids"] for p in prompts]
+    base = None
+    for n, (inst, prompt, prefix) in enumerate(zip(instances, prompts, prefixes)):
         options = [tok(o, add_special_tokens=False)["input_ids"] or [tok.eos_token_id] for o in prompt.options]
         with torch.no_grad(), metering.model_call(model, purpose=TRAIN_ROLLOUT) as call:
-            shared = SharedPrefix(model.hf, prefix, model.device, need_hidden=value_head is not None)
+            if n == 0:  # the prompts' shared leading tokens (system block), run once (its seconds land here)
+                base = CommonPrefix.of(model.hf, prefixes, model.device)
+            shared = SharedPrefix(model.hf, prefix, model.device, need_hidden=value_head is not None, base=base)
             logp = option_policy(shared.rows(options).mean_logps(), update.temperature)
             value = value_head(shared.last_hidden).squeeze(-1) if value_head is not None else None
             call.count(len(prefix) + sum(map(len, options)))

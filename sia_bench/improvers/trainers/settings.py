@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 ALGOS = ("grpo", "rft", "entropic", "ppo", "sft")
+CONTINUE_FROM = ("last", "best")
 # Algorithms whose loss is the negative log-likelihood of chosen rows (no ratio to an old policy, no KL term):
 # rft on its own kept samples, sft on the task's gold completions (no sampling at all).
 SUPERVISED = ("rft", "sft")
@@ -56,6 +57,11 @@ class UpdateSettings:
     lam: float = 0.95  # ppo: GAE lambda
     warmup_steps: int = 2  # linear LR warm-up over the first optimizer steps of the run (the position carries over)
     schedule_steps: int = 0  # > 0: cosine decay to 10% of lr at this global optimizer step; 0 = constant
+    # Where an update starts: "last" continues the run's latest trained adapter (kept by the val gate or not) with
+    # its optimizer and stream, so the lever's steps accumulate while the gate picks the checkpoint that is used;
+    # "best" restarts from the best kept adapter (or a fresh one), so after a rejection the same short update
+    # is tried again from the same point.
+    continue_from: str = "last"
 
     def resolved_epochs(self) -> int:
         return self.epochs or AUTO_EPOCHS.get(self.algo, 1)
@@ -70,6 +76,8 @@ class UpdateSettings:
 
         if self.algo not in ALGOS:
             bad("algo", f"choose one of {', '.join(ALGOS)}")
+        if self.continue_from not in CONTINUE_FROM:
+            bad("continue_from", f"choose one of {', '.join(CONTINUE_FROM)}")
         for name, low, high in _INTS:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:

@@ -5,8 +5,9 @@ A round samples ``prompts_per_step`` prompts (replacing groups without a learnin
 or GAE with the value head for ppo), then takes ``epochs`` passes over the batch split into ``minibatches`` groups of
 prompts, one clipped AdamW step per minibatch. ``sft`` draws the same prompts but samples nothing: each prompt's row
 is the task's gold completion (instances without one are skipped, not replaced), trained with RFT's loss. The
-training position (adapter, optimizer, value head, schedule, prompt stream) continues from the best kept adapter and
-is saved with the new one (:mod:`.state`).
+training position (adapter, optimizer, value head, schedule, prompt stream) continues from the run's latest trained
+adapter (``continue_from="last"``, the default) or the best kept one (``"best"``) and is saved with the new one
+(:mod:`.state`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sia_bench.improvers.trainers.cost import forward_flops, train_flops
 from sia_bench.improvers.trainers.objectives import backward_minibatch, completion_mask, old_policy_pass
 from sia_bench.improvers.trainers.rollouts import Group, next_prompts, reference_groups, sample_groups, step_seed
 from sia_bench.improvers.trainers.settings import SUPERVISED, WeightUpdate
-from sia_bench.improvers.trainers.state import Trainer
+from sia_bench.improvers.trainers.state import STATE_FILE, Trainer
 from sia_bench.task import Instance
 
 if TYPE_CHECKING:
@@ -45,9 +46,25 @@ def train_pool(train: Sequence[Instance], ids: list[str] | None) -> list[Instanc
     return [by_id[i] for i in dict.fromkeys(ids)]
 
 
+def start_adapter(state: "LoopState", update: WeightUpdate) -> Path | None:
+    """The adapter an update continues (see ``UpdateSettings.continue_from``): the best kept one, or the run's
+    latest trained adapter whose saved training state is still on disk (else the best kept one)."""
+    if update.continue_from == "best":
+        return state.best_adapter_dir
+    for gen in reversed(state.history):
+        for action in gen.actions:
+            report = action.get("report") or {}
+            if action.get("type") != "weight_update" or not report.get("optimizer_steps"):
+                continue
+            folder = Path(state.workdir).parent / f"gen_{gen.index:03d}" / "adapter"
+            if (folder / STATE_FILE).exists():
+                return folder
+    return state.best_adapter_dir
+
+
 def apply_weight_update(state: "LoopState", harness: Harness, update: WeightUpdate) -> tuple[Path, dict]:
     """Train the LoRA adapter of state.agent.model on TRAIN instances with prompts rendered by ``harness``,
-    continuing from the best kept adapter's training state (or a fresh one); save adapter + state to
+    continuing the training state of :func:`start_adapter` (or a fresh one); save adapter + state to
     ``state.workdir / "adapter"``; charge ``state.gen_ledger``; return (adapter_dir, report)."""
     update.validate()
     model = state.agent.model
@@ -56,7 +73,7 @@ def apply_weight_update(state: "LoopState", harness: Harness, update: WeightUpda
                          "(use the hf or tiny backend)")
     t0 = time.perf_counter()
     pool = train_pool(state.train, update.instance_ids)
-    trainer = Trainer(model, state.best_adapter_dir, update, state.seed)
+    trainer = Trainer(model, start_adapter(state, update), update, state.seed)
     run = _Run(state, harness, update, pool, trainer)
     rounds = [run.round() for _ in range(update.steps)]
     adapter_dir = Path(state.workdir) / "adapter"
