@@ -160,3 +160,49 @@ def test_group_sampling_with_and_without_shared_prefill(benchmark, legal_task, s
     print(f"\ngroup sampling (2 prompts x {group}, 8 new tokens): {times['separate']:.2f} s separate vs "
           f"{times['shared']:.2f} s shared prefill: {ratio:.2f}x")
     assert ratio > 1.5
+
+
+def test_training_pass_with_the_system_block_shared(benchmark, legal_task, smollm2, monkeypatch):
+    """One GRPO minibatch (4 rank-mode legal prompts x 3 options, LoRA on): the gradient pass with the prompts'
+    shared system block run once (``CommonPrefix``) against every prompt run whole. Same gradient (tested in
+    tests/improvers/test_objectives.py); the ratio is what sharing saves on these prompts."""
+    import torch
+
+    from sia_bench.improvers.trainers import Group, WeightUpdate, backward_minibatch, grpo_advantages
+    from sia_bench.improvers.trainers import forward
+    from sia_bench.improvers.trainers.forward import common_prefix_length
+
+    harness = legal_task.default_harness()
+    if getattr(smollm2.hf, "peft_config", None) is None:
+        smollm2.enable_lora(rank=8, alpha=16)
+    tok = smollm2.tokenizer
+    groups = []
+    for inst in legal_task.split("train")[:4]:
+        prompt = legal_task.render(harness, inst)
+        prefix = tok(smollm2.chat_text(prompt.messages), add_special_tokens=False)["input_ids"]
+        options = [tok(o, add_special_tokens=False)["input_ids"] for o in prompt.options]
+        picks, rewards = [0, 1, 2, 0, 1, 2, 0, 0], [1.0, 0, 0, 1.0, 0, 0, 1.0, 1.0]
+        groups.append(Group(inst, prefix, [options[k] for k in picks], [prompt.options[k] for k in picks], rewards,
+                            grpo_advantages(rewards), options=options, picks=picks))
+    shared_tokens = common_prefix_length([g.prompt_ids for g in groups])
+    update = WeightUpdate()
+
+    def run():
+        smollm2.hf.zero_grad(set_to_none=True)
+        backward_minibatch(smollm2, groups, update)
+
+    def whole():
+        with monkeypatch.context() as m:
+            m.setattr(forward, "MIN_COMMON", 10 ** 9)
+            run()
+
+    with torch.enable_grad():
+        times = interleaved({"whole": whole, "shared": run})
+        benchmark.pedantic(run, rounds=1, iterations=1)
+    ratio = times["whole"] / times["shared"]
+    mean_prompt = sum(len(g.prompt_ids) for g in groups) / len(groups)
+    benchmark.extra_info.update({"seconds_shared": times["shared"], "seconds_whole": times["whole"], "speedup": ratio,
+                                 "shared_tokens": shared_tokens, "mean_prompt_tokens": mean_prompt})
+    print(f"\ntraining pass (4 prompts of {mean_prompt:.0f} tokens, {shared_tokens} shared): {times['whole']:.2f} s "
+          f"whole vs {times['shared']:.2f} s shared: {ratio:.2f}x")
+    assert shared_tokens > 100 and ratio > 1.1

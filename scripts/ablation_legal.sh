@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# The legal_charges ablation behind the README's results table: every arm and control, 3 seeds (replicates), the
-# same 128 test cases for every arm and seed, 32 val cases drawn per seed, 2 generations, weight arms at 4 optimizer
-# rounds a generation with lr 1e-3 (the sweep's better rate). Resumable: re-running continues where it stopped.
-# On 2 CPU cores this takes hours (README: where the time goes); LIMIT/TEST_LIMIT/SEEDS scale it.
+# The legal_charges ablation behind the README's results table. The same 256 test cases for every arm and seed,
+# 64 val cases drawn per seed from a pool of 256 (-T val_size), 2 generations, one compute ceiling for every arm
+# (2e14 estimated FLOPs, test excluded; the rollout cap is lifted so FLOPs are the one unit), the weight arms at their
+# defaults (GRPO, 8 rounds a generation, lr 1e-3, continuing the run's trained adapter). Stage 1: the start-harness
+# arms and controls with SEEDS seeds (none, tool-only, w, sft, best-of-n); stage 2: the harness-editing arms (h, wh)
+# with HSEEDS seeds, which cost ~10x more per case (their edits lengthen the prompt). Resumable: re-running
+# continues where it stopped. LIMIT / TEST_LIMIT / SEEDS / HSEEDS scale it. Run it with nothing else on the CPU:
+# two torch processes on 2 cores slowed a test pass 4x here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${ABLATION_OUT:-runs/legal-ablation}
 export PYTHONUNBUFFERED=1
-W=(); for arm in w wh bt sft; do W+=(-I "$arm:steps=${STEPS:-4}" -I "$arm:lr=1e-3"); done
-.venv/bin/sia-bench ablate --task legal_charges --improvers none,tool-only,h,w,wh,bt,sft,random-search \
-  --seeds "${SEEDS:-3}" --limit "${LIMIT:-32}" --test-limit "${TEST_LIMIT:-128}" --generations 2 "${W[@]}" \
-  --ablation-dir "$OUT"
+COMMON=(--task legal_charges -T val_size=256 --limit "${LIMIT:-64}" --test-limit "${TEST_LIMIT:-256}" --generations 2
+        --budget compute_flops=2e14 --budget task_rollouts=1000000 --workers 1)
+.venv/bin/sia-bench ablate "${COMMON[@]}" --improvers none,tool-only,w,sft,best-of-n --seeds "${SEEDS:-3}" \
+  --ablation-dir "$OUT/start-arms"
+.venv/bin/sia-bench ablate "${COMMON[@]}" --improvers h,wh --seeds "${HSEEDS:-1}" --ablation-dir "$OUT/harness-arms"
 for baseline in majority knn_vote tfidf_svm; do
   if ! ls "$OUT/baselines/baseline-legal_charges-$baseline-"*.json >/dev/null 2>&1; then
-    .venv/bin/sia-bench baselines run --task legal_charges --limit "${LIMIT:-32}" --test-limit "${TEST_LIMIT:-128}" \
+    .venv/bin/sia-bench baselines run --task legal_charges --limit "${LIMIT:-64}" --test-limit "${TEST_LIMIT:-256}" \
       --baseline "$baseline" --out "$OUT/baselines"
   fi
 done

@@ -32,6 +32,7 @@ from sia_bench.task import Answer, Instance, Score, Task
 
 NO_TOOL_ANSWER = "the harness's tools give no answer for this instance (tool-only control: the model is not asked)"
 RETRY_TEMPLATE = "Your answer could not be used: {error}\nAnswer again, following the required output format exactly."
+RANK_BLOCK = 32  # instances per block of a rank-mode pass (see Agent.run)
 _ENGINE_CODE = [Path(__file__).parent / name for name in ("agent.py", "harness.py", "task.py", "models")]
 
 
@@ -127,8 +128,15 @@ class Agent:
             if on_sample is not None:
                 on_sample(traj)
 
+        instances = list(instances)
+        # Rank-mode answers are independent per instance (nothing batch-dependent enters them or their memo key),
+        # so a long pass runs in blocks: each block is written and memoised when it ends, and a killed pass resumes
+        # from the memo instead of starting over. Generation passes stay whole: batch mates are part of their key.
+        block = RANK_BLOCK if harness.params.get("answer_mode") == "rank" else len(instances)
         with metering.charging(ledger, purpose):
-            trajectories = self._run(harness, list(instances), purpose, seed, emit)
+            trajectories = []
+            for start in range(0, len(instances), max(block, 1)):
+                trajectories += self._run(harness, instances[start:start + block], purpose, seed, emit)
         if ledger is not None:
             ledger.count_rollouts(purpose, len(instances))
             ledger.sandbox_seconds += sum(float(t.details.get("sandbox_seconds", 0.0)) for t in trajectories

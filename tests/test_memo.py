@@ -109,3 +109,31 @@ def test_models_without_a_memo_behave_as_before(toy_task):
     model = ScriptedModel(fn=adder())
     trajs = Agent(toy_task, model).run(toy_task.default_harness(), toy_task.split("val")[:2], "val")
     assert len(model.seen) == 2 and not any(t.reused for t in trajs)
+
+
+def test_a_rank_pass_killed_midway_resumes_from_its_finished_blocks(tmp_path, tiny_model, monkeypatch):
+    import sia_bench.agent as agent_module
+
+    monkeypatch.setattr(agent_module, "RANK_BLOCK", 3)
+    task = RankToy()
+    harness = task.default_harness()
+    val = task.split("val")[:8]
+    memo = ResultMemo(tmp_path / "memo")
+    agent = Agent(task, tiny_model, memo)
+    real, blocks = agent._run, []
+
+    def dies_in_the_third_block(harness, instances, *args):
+        blocks.append(len(instances))
+        if len(blocks) == 3:
+            raise KeyboardInterrupt  # killed while the third block runs
+        return real(harness, instances, *args)
+
+    monkeypatch.setattr(agent, "_run", dies_in_the_third_block)
+    written = []
+    with pytest.raises(KeyboardInterrupt):
+        agent.run(harness, val, "val", on_sample=written.append)
+    assert blocks == [3, 3, 2] and len(written) == 6  # two finished blocks were emitted before the kill
+    monkeypatch.setattr(agent, "_run", real)
+    resumed = agent.run(harness, val, "val")
+    assert [t.reused for t in resumed] == [True] * 6 + [False] * 2
+    assert stable(resumed) == stable(Agent(task, tiny_model).run(harness, val, "val"))
