@@ -21,7 +21,7 @@ for seed in $(seq 0 $((${HSEEDS:-3} - 1))); do  # one folder per seed: h and wh 
 done
 for baseline in majority knn_vote tfidf_svm; do
   if ! ls "$OUT/baselines/baseline-legal_charges-$baseline-"*.json >/dev/null 2>&1; then
-    .venv/bin/sia-bench baselines run --task legal_charges --limit "${LIMIT:-64}" --test-limit "${TEST_LIMIT:-256}" \
-      --baseline "$baseline" --out "$OUT/baselines"
+    .venv/bin/sia-bench baselines run --task legal_charges -T val_size=256 --limit "${LIMIT:-64}" \
+      --test-limit "${TEST_LIMIT:-256}" --baseline "$baseline" --out "$OUT/baselines"
   fi
 done
