@@ -1,8 +1,9 @@
 """The verdict table: which arm beats which, by how much, and whether it holds up.
 
 Comparisons (A - B, each only where both arms ran in the table): the levers (wh - h, wh - w, h - none, w - none) and
-each arm against the attribution controls that bear on it (h against tool-only and random-search, w against sft and
-best-of-n, wh against all four). Every comparison is paired on the *same* test instances (refused, with a note, when
+each arm against the attribution controls that bear on it (h against tool-only and random-search, w against sft,
+best-of-n and tool-only, since the starting harness already holds the tools a trained model can learn to follow; wh
+against all four). Every comparison is paired on the *same* test instances (refused, with a note, when
 the instance ids differ), uses ``stats.paired_comparison`` (difference of per-instance seed means, two-level
 bootstrap interval, exact McNemar or sign-flip test), and is Holm-adjusted over the comparisons shown in the table.
 """
@@ -19,7 +20,7 @@ from sia_bench.leaderboard import Arm, Group
 from sia_bench.stats import ALPHA, POWER, StatsError, holm, min_detectable_difference, paired_comparison
 
 LEVER_COMPARISONS = (("wh", "h"), ("wh", "w"), ("h", "none"), ("w", "none"))
-CONTROLS_FOR = {"h": ("tool-only", "random-search"), "w": ("sft", "best-of-n"),
+CONTROLS_FOR = {"h": ("tool-only", "random-search"), "w": ("sft", "best-of-n", "tool-only"),
                 "wh": ("tool-only", "random-search", "sft", "best-of-n")}
 COMPARISONS = LEVER_COMPARISONS + tuple((arm, control) for arm, controls in CONTROLS_FOR.items()
                                         for control in controls)

@@ -258,7 +258,8 @@ def test_verdict_table_opens_the_page_and_matches_the_statistics(tmp_path):
     tasks, _ = group_runs(collect([tmp_path / "runs"]).runs)
     v = verdicts(tasks["toy_arithmetic"][0])
     assert [r["comparison"] for r in v.rows] == ["wh − h", "wh − w", "h − none", "w − none", "h − tool-only",
-                                                 "h − random-search", "wh − tool-only", "wh − random-search"]
+                                                 "h − random-search", "w − tool-only", "wh − tool-only",
+                                                 "wh − random-search"]
     wh_h = v.rows[0]
     direct = paired_comparison([_scores(16, 40), _scores(17, 40)], [_scores(14, 40), _scores(15, 40)])
     assert (wh_h["difference"], wh_h["lo"], wh_h["hi"], wh_h["p"]) == (direct.difference, direct.lo, direct.hi,
