@@ -63,8 +63,9 @@ def _model_identity(info: dict[str, Any] | None) -> dict[str, Any] | None:
     if not info:
         return None
     model = {k: v for k, v in info.items() if k not in VOLATILE_MODEL_KEYS}
-    if model.get("checksum"):  # the checksum pins the weights; records before a fix counted LoRA in "parameters"
-        model.pop("parameters", None)
+    if model.get("checksum"):  # the checksum pins the weights: where the file sits is not identity, and records
+        model.pop("parameters", None)  # before a fix counted LoRA in "parameters"
+        model.pop("file", None)
     return model
 
 

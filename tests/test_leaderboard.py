@@ -197,11 +197,12 @@ def test_regeneration_is_byte_identical(tmp_path):
     assert "Apart because: task model differs" in md and str(tmp_path) not in md
 
 
-def test_a_checksummed_model_is_one_model_whatever_parameter_count_a_record_holds(tmp_path):
-    for seed, params in enumerate([134_515_008, 135_436_608]):  # an early record counted an attached LoRA
+def test_a_checksummed_model_is_one_model_whatever_parameter_count_or_path_a_record_holds(tmp_path):
+    # an early record counted an attached LoRA; two checkouts hold the same weights file under different paths
+    for seed, (params, path) in enumerate([(134_515_008, "/a/.venv/m.gguf"), (135_436_608, "/b/.venv/m.gguf")]):
         run_dir = make_run(tmp_path, "wh", seed, 0.5, 0.4)
         record = RunRecord.load(run_dir)
-        record.models["task"].update(checksum="196d7a824673e0af", parameters=params)
+        record.models["task"].update(checksum="196d7a824673e0af", parameters=params, file=path)
         record.save(run_dir)
     run_dir = make_run(tmp_path / "other", "wh", 2, 0.5, 0.4)
     record = RunRecord.load(run_dir)
