@@ -59,8 +59,8 @@ class UpdateSettings:
     schedule_steps: int = 0  # > 0: cosine decay to 10% of lr at this global optimizer step; 0 = constant
     # Where an update starts: "last" continues the run's latest trained adapter (kept by the val gate or not) with
     # its optimizer and stream, so the lever's steps accumulate while the gate picks the checkpoint that is used;
-    # "best" restarts from the best kept adapter (or a fresh one), so after a rejection the same short update
-    # is tried again from the same point.
+    # "best" restarts from the best kept adapter (or a fresh one), so after a rejection another short update
+    # starts again from that point and the rounds never add up.
     continue_from: str = "last"
 
     def resolved_epochs(self) -> int:
