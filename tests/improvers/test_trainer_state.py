@@ -77,14 +77,16 @@ def test_state_files_are_safe_formats_and_a_rejected_attempt_restarts_fresh(tmp_
 
 
 def test_after_a_rejected_update_the_next_continues_it_unless_told_to_restart(tmp_path):
-    from sia_bench.records import GenerationRecord
+    from sia_bench.records import Candidate, GenerationRecord
 
     model, task = tiny(), RankTask()
     settings = {"algo": "grpo", "steps": 1, "lr": 1e-2, "group_size": 6, "prompts_per_step": 2}
     first, report = apply_weight_update(loop_state(task, model, tmp_path / "run" / "gen_001"),
                                         task.default_harness(), WeightUpdate(**settings))
     assert report["optimizer_steps"] == 1
-    rejected = GenerationRecord(index=1, actions=[{"type": "weight_update", "report": report}], accepted=False)
+    rejected = GenerationRecord(index=1, actions=[{"type": "weight_update", "report": report}], accepted=False,
+                                candidate=Candidate(harness_digest="h", harness_dir="gen_001/harness",
+                                                    adapter_dir="gen_001/adapter"))
 
     def next_update(name, continue_from):
         state = loop_state(task, model, tmp_path / name / "gen_002")

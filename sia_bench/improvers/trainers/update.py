@@ -51,12 +51,12 @@ def start_adapter(state: "LoopState", update: WeightUpdate) -> Path | None:
     latest trained adapter whose saved training state is still on disk (else the best kept one)."""
     if update.continue_from == "best":
         return state.best_adapter_dir
+    run_dir = Path(state.workdir).parent  # candidate paths are recorded relative to the run folder
     for gen in reversed(state.history):
-        for action in gen.actions:
-            report = action.get("report") or {}
-            if action.get("type") != "weight_update" or not report.get("optimizer_steps"):
-                continue
-            folder = Path(state.workdir).parent / f"gen_{gen.index:03d}" / "adapter"
+        trained = any(a.get("type") == "weight_update" and (a.get("report") or {}).get("optimizer_steps")
+                      for a in gen.actions)
+        if trained and gen.candidate is not None and gen.candidate.adapter_dir:
+            folder = run_dir / gen.candidate.adapter_dir
             if (folder / STATE_FILE).exists():
                 return folder
     return state.best_adapter_dir
