@@ -4,7 +4,8 @@
 # (2e14 estimated FLOPs, test excluded; the rollout cap is lifted so FLOPs are the one unit), the weight arms at their
 # defaults (GRPO, 8 rounds a generation, lr 1e-3, continuing the run's trained adapter). Stage 1: the start-harness
 # arms and controls with SEEDS seeds (none, tool-only, w, sft, best-of-n); stage 2: the harness-editing arms (h, wh)
-# with HSEEDS seeds, seed by seed; they cost several times more per case (their edits lengthen the prompt).
+# with HSEEDS seeds, seed by seed; they cost several times more per case (their edits lengthen the prompt); stage 3:
+# the controls that edit the harness (random-search, bt) with CSEEDS seeds, seed by seed.
 # Resumable: re-running continues where it stopped. LIMIT / TEST_LIMIT / SEEDS / HSEEDS scale it. Run it with
 # nothing else on the CPU: a second torch process on the 2 cores made a 256-case test pass take 461 s instead of 112 s.
 set -euo pipefail
@@ -18,6 +19,10 @@ COMMON=(--task legal_charges -T val_size=256 --limit "${LIMIT:-64}" --test-limit
 for seed in $(seq 0 $((${HSEEDS:-3} - 1))); do  # one folder per seed: h and wh of a seed finish before the next
   .venv/bin/sia-bench ablate "${COMMON[@]}" --improvers h,wh --seeds 1 --seed-start "$seed" \
     --ablation-dir "$OUT/harness-arms-s$seed"
+done
+for seed in $(seq 0 $((${CSEEDS:-3} - 1))); do
+  .venv/bin/sia-bench ablate "${COMMON[@]}" --improvers random-search,bt --seeds 1 --seed-start "$seed" \
+    --ablation-dir "$OUT/control-arms-s$seed"
 done
 for baseline in majority knn_vote tfidf_svm; do
   if ! ls "$OUT/baselines/baseline-legal_charges-$baseline-"*.json >/dev/null 2>&1; then
