@@ -71,15 +71,18 @@ class Terms:
 
 
 def minibatch_count(groups: Sequence[Group], algo: str) -> float:
-    """The normaliser: tokens (free) or samples (rank) that carry loss; rft/sft count only the kept ones."""
+    """The normaliser: tokens (free) or samples (rank) that carry loss."""
     total = 0.0
     for g in groups:
-        weights = g.weights or [1.0] * len(g.completions)
-        if g.rank:
-            total += sum(w != 0 for w in weights) if algo in SUPERVISED else len(g.completions)
-        else:
-            total += sum(len(c) for c, w in zip(g.completions, weights) if algo not in SUPERVISED or w != 0)
+        live = _live_rows(g, algo)
+        total += len(live) if g.rank else sum(len(g.completions[i]) for i in live)
     return max(total, 1.0)
+
+
+def _live_rows(group: Group, algo: str) -> list[int]:
+    """The rows that carry loss: all of them, except that rft/sft train only on the kept (non-zero weight) ones."""
+    weights = group.weights or [1.0] * len(group.completions)
+    return [i for i, w in enumerate(weights) if algo not in SUPERVISED or w != 0]
 
 
 def backward_minibatch(model: Any, groups: Sequence[Group], settings: UpdateSettings, value_head: Any = None,
@@ -117,7 +120,7 @@ def _chunks(group: Group, algo: str, chunk_tokens: int | None) -> list[list[int]
     rows = group.rows
     if group.rank:
         return [list(range(len(rows)))]
-    live = [i for i, w in enumerate(group.weights or [1.0] * len(rows)) if algo not in SUPERVISED or w != 0]
+    live = _live_rows(group, algo)
     return [[live[j] for j in c] for c in row_chunks([rows[i] for i in live], chunk_tokens)] if live else []
 
 
