@@ -10,6 +10,7 @@ by a digest of the adapter's weights, so training or swapping an adapter never r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -31,6 +32,17 @@ def pick_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def _merged_linear(layer: Any) -> torch.nn.Linear:
+    """A plain linear layer computing what a LoRA-wrapped one does (its adapter merged into a copy of its weight)."""
+    base = layer.get_base_layer()
+    weight = base.weight.float() + layer.get_delta_weight("default").float()
+    out = torch.nn.Linear(base.in_features, base.out_features, bias=base.bias is not None, device="meta")
+    out.weight = torch.nn.Parameter(weight.to(base.weight.dtype), requires_grad=False)
+    if base.bias is not None:
+        out.bias = base.bias
+    return out
 
 
 @dataclass
@@ -65,7 +77,8 @@ class HFModel(Model):
         if self.threads:
             torch.set_num_threads(self.threads)
         self.device = pick_device(self.device)
-        if self.dtype == "auto":  # fp32 on CPU: bf16 training is ~30x slower on these CPUs
+        if self.dtype == "auto":  # fp32 on CPU: without AMX-BF16 tiles bf16 is emulated (training ~30x slower); with
+            # them bf16 is faster (benchmarks/test_precision_bench.py) but changes numerics, so it is opt-in there
             self.dtype = "bfloat16" if self.device == "cuda" else "float32"
         if self.hf is None:
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -91,6 +104,8 @@ class HFModel(Model):
         self.adapter_source: str | None = None
         self.prefixes = engine.PrefixStore(self.prefix_slots)
         self._system_ids: dict[str, list[int]] = {}
+        self._merged: tuple[str, list[torch.nn.Linear]] | None = None  # (adapter digest, merged layers)
+        self._inference_net: Any = None
 
     @property
     def name(self) -> str:
@@ -158,9 +173,9 @@ class HFModel(Model):
             key = (weights, tuple(ids[:shared]))
             base = self.prefixes.get(key)
             if base is None:
-                base = engine.prefill(self.hf, ids[:shared], self.device)
+                base = engine.prefill(self._net(), ids[:shared], self.device)
                 self.prefixes.put(key, base)
-        return engine.prefill(self.hf, ids, self.device, base)
+        return engine.prefill(self._net(), ids, self.device, base)
 
     def _generator(self, params: SamplingParams) -> torch.Generator | None:
         if params.temperature <= 0:
@@ -171,7 +186,7 @@ class HFModel(Model):
     def _decode(self, rows: list[engine.Prefill], params: SamplingParams, generator: torch.Generator | None,
                 repeats: int = 1, max_new_tokens: int | None = None) -> list[list[int]]:
         constrain = self._json_processor(params.json_schema) if params.json_schema else None
-        return engine.decode(self.hf, rows, max_new_tokens=max_new_tokens or params.max_new_tokens,
+        return engine.decode(self._net(), rows, max_new_tokens=max_new_tokens or params.max_new_tokens,
                              temperature=params.temperature, top_p=params.top_p, eos=self.tokenizer.eos_token_id,
                              pad=self.tokenizer.pad_token_id, repeats=repeats, generator=generator,
                              processor=constrain)
@@ -271,7 +286,7 @@ class HFModel(Model):
                 ids, shared = self.prompt_ids(messages)
                 opts = [self._tokens(o) or [eos] for o in options]
                 row = self._prefill(ids, shared, weights)
-                scores = engine.option_logps(self.hf, row, opts)
+                scores = engine.option_logps(self._net(), row, opts)
                 out.append(Ranking(scores, len(ids) + sum(map(len, opts)), time.perf_counter() - t0))
         return out
 
@@ -296,12 +311,52 @@ class HFModel(Model):
         self.hf = get_peft_model(self.hf, config)
         self._adapter_on = True
 
+    @contextlib.contextmanager
     def _adapter_context(self):
-        import contextlib
+        """Inference runs on :meth:`_net`: the model itself without an adapter; with one, the bare transformers model
+        with each adapted layer swapped for a plain linear layer, holding the merged weights (base + B.A.scale,
+        computed once per adapter version in fp32, rounded once to the base precision) when the adapter is on and
+        the untouched base layer when it is off. peft's wrappers cost ~35% of a bf16 rank pass even with the adapter
+        off, and over a bf16 base its fp32 adapter casts every activation up and back; training still runs through
+        peft on the fp32 adapter, and nothing it holds is modified here, only swapped for the duration."""
+        if not self._has_lora:
+            yield
+            return
+        from peft.tuners.lora import LoraLayer
 
-        if self._has_lora and not self._adapter_on:
-            return self.hf.disable_adapter()
-        return contextlib.nullcontext()
+        inner = self.hf.get_base_model()
+        slots = []
+        for name, module in inner.named_modules():
+            if isinstance(module, LoraLayer):
+                parent, _, attr = name.rpartition(".")
+                slots.append((inner.get_submodule(parent), attr, module))
+        if self._adapter_on:
+            digest = self.weights_digest()
+            if self._merged is None or self._merged[0] != digest:
+                with torch.no_grad():
+                    self._merged = (digest, [_merged_linear(m) for _, _, m in slots])
+            swaps = self._merged[1]
+        else:
+            swaps = [m.get_base_layer() for _, _, m in slots]
+        head = inner.get_output_embeddings().weight
+        frozen = not head.requires_grad
+        try:
+            for (parent, attr, _), module in zip(slots, swaps):
+                setattr(parent, attr, module)
+            # torch 2.13 on CPU: the 1-row bf16 lm_head product over a weight that does not require grad (peft
+            # freezes it) took 78 ms against 4.3 ms when it does; inference builds no graph, so mark it for the pass
+            head.requires_grad_(True)
+            self._inference_net = inner
+            yield
+        finally:
+            self._inference_net = None
+            head.requires_grad_(not frozen)
+            for parent, attr, module in slots:
+                setattr(parent, attr, module)
+
+    def _net(self) -> Any:
+        """The module inference calls (see :meth:`_adapter_context`)."""
+        return self._inference_net if self._inference_net is not None else self.hf
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
         from peft import get_peft_model_state_dict

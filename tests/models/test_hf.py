@@ -177,3 +177,72 @@ def test_group_sampling_shares_a_prefill_and_is_seeded(tiny_model):
         assert g.texts == [ref.text] * 3
     with pytest.raises(ValueError, match="temperature"):
         tiny_model.sample_groups(WITH_SYSTEM[:1], 2, SamplingParams(max_new_tokens=2))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_inference_runs_on_merged_plain_layers_and_training_state_is_untouched(dtype):
+    """With an adapter, inference runs the bare transformers model with every adapted layer swapped for a plain
+    linear layer (adapter merged in when on, the base layer when off): no peft wrapper and no fp32 cast in the
+    pass. Scores match peft's own unmerged path; the peft model, its base weights and its fp32 adapter come back
+    bitwise, and a changed adapter is merged again."""
+    from peft.tuners.lora import LoraLayer
+
+    from sia_bench.models import build_model
+
+    model = build_model("tiny", seed=6)
+    model.hf.to(getattr(torch, dtype))
+    model.dtype = dtype
+    model.enable_lora(rank=4)
+    lora = {n: p for n, p in model.hf.named_parameters() if "lora_" in n}
+    assert lora and all(p.dtype == torch.float32 for p in lora.values())  # peft keeps the adapter in fp32
+    with torch.no_grad():
+        for name, p in lora.items():
+            if "lora_B" in name:
+                p.add_(torch.randn_like(p) * 0.5)
+    inner = model.hf.get_base_model()
+    q_base = inner.model.layers[0].self_attn.q_proj.get_base_layer().weight
+    before = {n: p.detach().clone() for n, p in model.hf.named_parameters()}
+    batch = [(MSGS[1], ["four", "five", "a long answer"])]
+    seen, original = [], inner.forward
+
+    def spy(*args, **kwargs):  # what the forward pass runs on
+        q = inner.model.layers[0].self_attn.q_proj
+        seen.append((any(isinstance(m, LoraLayer) for m in inner.modules()), torch.equal(q.weight, q_base)))
+        return original(*args, **kwargs)
+
+    def scores():
+        model.prefixes.clear()
+        inner.forward = spy
+        try:
+            return model.loglikelihood(batch)[0]
+        finally:
+            inner.forward = original
+
+    merged = scores()
+    assert seen and all(not wrapped and not base for wrapped, base in seen)  # plain layers, merged weights
+    assert all(torch.equal(p, before[n]) for n, p in model.hf.named_parameters())
+    assert not inner.get_output_embeddings().weight.requires_grad  # still frozen for training (peft froze it)
+    assert all(isinstance(inner.model.layers[0].self_attn.get_submodule(k), LoraLayer) for k in ("q_proj", "v_proj"))
+    model.prefixes.clear()
+    with torch.no_grad():  # peft's own path: the wrapped model, adapter unmerged
+        reference = engine_scores(model, batch)
+    assert merged == pytest.approx(reference, abs=1e-4 if dtype == "float32" else 0.05)
+    with torch.no_grad():
+        for name, p in lora.items():
+            if "lora_B" in name:
+                p.mul_(-1)
+    assert scores() != pytest.approx(merged, abs=1e-3)  # a changed adapter is merged again
+    model.load_adapter(None)  # adapter off: the untouched base layers
+    seen.clear()
+    scores()
+    assert seen and all(not wrapped and base for wrapped, base in seen)
+
+
+def engine_scores(model, batch) -> list[float]:
+    """Scores through the peft-wrapped model (the reference for the swapped path)."""
+    from sia_bench.models import engine
+
+    (messages, options), = batch
+    ids, _ = model.prompt_ids(messages)
+    row = engine.prefill(model.hf, ids, model.device)
+    return engine.option_logps(model.hf, row, [model._tokens(o) for o in options])
