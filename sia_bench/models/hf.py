@@ -316,9 +316,10 @@ class HFModel(Model):
         """Inference runs on :meth:`_net`: the model itself without an adapter; with one, the bare transformers model
         with each adapted layer swapped for a plain linear layer, holding the merged weights (base + B.A.scale,
         computed once per adapter version in fp32, rounded once to the base precision) when the adapter is on and
-        the untouched base layer when it is off. peft's wrappers cost ~35% of a bf16 rank pass even with the adapter
-        off, and over a bf16 base its fp32 adapter casts every activation up and back; training still runs through
-        peft on the fp32 adapter, and nothing it holds is modified here, only swapped for the duration."""
+        the untouched base layer when it is off. Through peft (its wrappers, and over a bf16 base an fp32 adapter that
+        casts every activation up and back) a bf16 rank pass of 8 legal cases took 2.23 s against 1.91 s on plain
+        layers. Training still runs through peft on the fp32 adapter; nothing it holds is modified here, only
+        swapped for the duration."""
         if not self._has_lora:
             yield
             return
