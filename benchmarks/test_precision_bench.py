@@ -54,10 +54,10 @@ def legal_task():
     return LegalChargesTask(data_dir=str(REAL))
 
 
-def test_rank_pass_bf16_vs_fp32(benchmark, models, legal_task):
+def rank_both(benchmark, models, legal_task, label: str) -> None:
+    """Time a rank pass of 16 legal val cases on both precisions (interleaved) and compare the options picked."""
     harness = legal_task.default_harness()
-    prompts = [legal_task.render(harness, i) for i in legal_task.split("val")[:16]]
-    batch = [(p.messages, p.options) for p in prompts]
+    batch = [(p.messages, p.options) for p in (legal_task.render(harness, i) for i in legal_task.split("val")[:16])]
     picks = {}
 
     def rank(dtype):
@@ -69,11 +69,15 @@ def test_rank_pass_bf16_vs_fp32(benchmark, models, legal_task):
     same = sum(a == b for a, b in zip(picks["float32"], picks["bfloat16"]))
     benchmark.extra_info.update({"seconds": times, "speedup": ratio, "same_pick": same, "cases": len(batch)})
     benchmark.pedantic(rank, args=("bfloat16",), rounds=1, iterations=1)
-    print(f"\nrank pass, 16 legal cases: fp32 {times['float32']:.2f} s, bf16 {times['bfloat16']:.2f} s: {ratio:.2f}x; "
+    print(f"\n{label}, 16 legal cases: fp32 {times['float32']:.2f} s, bf16 {times['bfloat16']:.2f} s: {ratio:.2f}x; "
           f"the same option picked on {same}/16 (AMX-BF16: {amx_bf16()})")
     assert same >= 13  # bf16 rounding flips only near-ties
     if amx_bf16():
         assert ratio > 1.5
+
+
+def test_rank_pass_bf16_vs_fp32(benchmark, models, legal_task):
+    rank_both(benchmark, models, legal_task, "rank pass")
 
 
 def test_grpo_minibatch_bf16_vs_fp32(benchmark, models, legal_task):
@@ -136,21 +140,4 @@ def test_rank_pass_with_an_adapter_bf16_vs_fp32(benchmark, models, legal_task):
             if "lora_B" in name:
                 p.normal_(0, 0.02)
     set_peft_model_state_dict(models["bfloat16"].hf, fp32.adapter_state())
-    harness = legal_task.default_harness()
-    batch = [(p.messages, p.options) for p in (legal_task.render(harness, i) for i in legal_task.split("val")[:16])]
-    picks = {}
-
-    def rank(dtype):
-        models[dtype].prefixes.clear()
-        picks[dtype] = [max(range(len(r.scores)), key=r.scores.__getitem__) for r in models[dtype].rank(batch)]
-
-    times = interleaved({dtype: (lambda d=dtype: rank(d)) for dtype in models})
-    ratio = times["float32"] / times["bfloat16"]
-    same = sum(a == b for a, b in zip(picks["float32"], picks["bfloat16"]))
-    benchmark.extra_info.update({"seconds": times, "speedup": ratio, "same_pick": same})
-    benchmark.pedantic(rank, args=("bfloat16",), rounds=1, iterations=1)
-    print(f"\nrank pass with a LoRA adapter, 16 legal cases: fp32 {times['float32']:.2f} s, bf16 "
-          f"{times['bfloat16']:.2f} s: {ratio:.2f}x; the same option on {same}/16 (AMX-BF16: {amx_bf16()})")
-    assert same >= 13
-    if amx_bf16():
-        assert ratio > 1.5
+    rank_both(benchmark, models, legal_task, "rank pass with a LoRA adapter")
