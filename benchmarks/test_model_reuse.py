@@ -162,28 +162,34 @@ def test_group_sampling_with_and_without_shared_prefill(benchmark, legal_task, s
     assert ratio > 1.5
 
 
+def legal_rank_groups(task, model, n: int = 4) -> list:
+    """GRPO groups of ``n`` rank-mode legal train prompts (start harness), 8 fixed picks of their 3 options each."""
+    from sia_bench.improvers.trainers import Group, grpo_advantages
+
+    tok, groups = model.tokenizer, []
+    for inst in task.split("train")[:n]:
+        prompt = task.render(task.default_harness(), inst)
+        prefix = tok(model.chat_text(prompt.messages), add_special_tokens=False)["input_ids"]
+        options = [tok(o, add_special_tokens=False)["input_ids"] for o in prompt.options]
+        picks, rewards = [0, 1, 2, 0, 1, 2, 0, 0], [1.0, 0, 0, 1.0, 0, 0, 1.0, 1.0]
+        groups.append(Group(inst, prefix, [options[k] for k in picks], [prompt.options[k] for k in picks], rewards,
+                            grpo_advantages(rewards), options=options, picks=picks))
+    return groups
+
+
 def test_training_pass_with_the_system_block_shared(benchmark, legal_task, smollm2, monkeypatch):
     """One GRPO minibatch (4 rank-mode legal prompts x 3 options, LoRA on): the gradient pass with the prompts'
     shared system block run once (``CommonPrefix``) against every prompt run whole. Same gradient (tested in
     tests/improvers/test_objectives.py); the ratio is what sharing saves on these prompts."""
     import torch
 
-    from sia_bench.improvers.trainers import Group, WeightUpdate, backward_minibatch, grpo_advantages
+    from sia_bench.improvers.trainers import WeightUpdate, backward_minibatch
     from sia_bench.improvers.trainers import forward
     from sia_bench.improvers.trainers.forward import common_prefix_length
 
-    harness = legal_task.default_harness()
     if getattr(smollm2.hf, "peft_config", None) is None:
         smollm2.enable_lora(rank=8, alpha=16)
-    tok = smollm2.tokenizer
-    groups = []
-    for inst in legal_task.split("train")[:4]:
-        prompt = legal_task.render(harness, inst)
-        prefix = tok(smollm2.chat_text(prompt.messages), add_special_tokens=False)["input_ids"]
-        options = [tok(o, add_special_tokens=False)["input_ids"] for o in prompt.options]
-        picks, rewards = [0, 1, 2, 0, 1, 2, 0, 0], [1.0, 0, 0, 1.0, 0, 0, 1.0, 1.0]
-        groups.append(Group(inst, prefix, [options[k] for k in picks], [prompt.options[k] for k in picks], rewards,
-                            grpo_advantages(rewards), options=options, picks=picks))
+    groups = legal_rank_groups(legal_task, smollm2)
     shared_tokens = common_prefix_length([g.prompt_ids for g in groups])
     update = WeightUpdate()
 

@@ -21,7 +21,7 @@ import os
 
 import pytest
 
-from benchmarks.test_model_reuse import REAL, interleaved
+from benchmarks.test_model_reuse import REAL, interleaved, legal_rank_groups
 
 
 def amx_bf16() -> bool:
@@ -83,21 +83,12 @@ def test_rank_pass_bf16_vs_fp32(benchmark, models, legal_task):
 def test_grpo_minibatch_bf16_vs_fp32(benchmark, models, legal_task):
     import torch
 
-    from sia_bench.improvers.trainers import Group, WeightUpdate, backward_minibatch, grpo_advantages
+    from sia_bench.improvers.trainers import WeightUpdate, backward_minibatch
 
-    groups = {}
-    for dtype, model in models.items():
+    for model in models.values():
         if getattr(model.hf, "peft_config", None) is None:
             model.enable_lora(rank=8, alpha=16)
-        tok, rows = model.tokenizer, []
-        for inst in legal_task.split("train")[:4]:
-            prompt = legal_task.render(legal_task.default_harness(), inst)
-            prefix = tok(model.chat_text(prompt.messages), add_special_tokens=False)["input_ids"]
-            options = [tok(o, add_special_tokens=False)["input_ids"] for o in prompt.options]
-            picks, rewards = [0, 1, 2, 0, 1, 2, 0, 0], [1.0, 0, 0, 1.0, 0, 0, 1.0, 1.0]
-            rows.append(Group(inst, prefix, [options[k] for k in picks], [prompt.options[k] for k in picks], rewards,
-                              grpo_advantages(rewards), options=options, picks=picks))
-        groups[dtype] = rows
+    groups = {dtype: legal_rank_groups(legal_task, model) for dtype, model in models.items()}
     from peft import set_peft_model_state_dict
 
     set_peft_model_state_dict(models["bfloat16"].hf, models["float32"].adapter_state())  # the same starting LoRA
