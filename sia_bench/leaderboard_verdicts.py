@@ -3,7 +3,7 @@
 Comparisons (A - B, each only where both arms ran in the table): the levers (wh - h, wh - w, h - none, w - none) and
 each arm against the attribution controls that bear on it (h against tool-only and random-search, w against sft,
 best-of-n and tool-only, since the starting harness already holds the tools a trained model can learn to follow; wh
-against all four). Every comparison is paired on the *same* test instances (refused, with a note, when
+against all four and against bt, both levers on BetterTogether's fixed schedule: the control for the chooser). Every comparison is paired on the *same* test instances (refused, with a note, when
 the instance ids differ), uses ``stats.paired_comparison`` (difference of per-instance seed means, two-level
 bootstrap interval, exact McNemar or sign-flip test), and is Holm-adjusted over the comparisons shown in the table.
 """
@@ -21,7 +21,7 @@ from sia_bench.stats import ALPHA, POWER, StatsError, holm, min_detectable_diffe
 
 LEVER_COMPARISONS = (("wh", "h"), ("wh", "w"), ("h", "none"), ("w", "none"))
 CONTROLS_FOR = {"h": ("tool-only", "random-search"), "w": ("sft", "best-of-n", "tool-only"),
-                "wh": ("tool-only", "random-search", "sft", "best-of-n")}
+                "wh": ("tool-only", "random-search", "sft", "best-of-n", "bt")}
 COMPARISONS = LEVER_COMPARISONS + tuple((arm, control) for arm, controls in CONTROLS_FOR.items()
                                         for control in controls)
 PLANNING_DISCORDANCE = (0.1, 0.25, 0.5)  # shares of instances on which two arms disagree, for the MDD statement
