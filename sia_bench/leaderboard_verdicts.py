@@ -3,9 +3,10 @@
 Comparisons (A - B, each only where both arms ran in the table): the levers (wh - h, wh - w, h - none, w - none) and
 each arm against the attribution controls that bear on it (h against tool-only and random-search, w against sft,
 best-of-n and tool-only, since the starting harness already holds the tools a trained model can learn to follow; wh
-against all four and against bt, both levers on BetterTogether's fixed schedule: the control for the chooser). Every comparison is paired on the *same* test instances (refused, with a note, when
-the instance ids differ), uses ``stats.paired_comparison`` (difference of per-instance seed means, two-level
-bootstrap interval, exact McNemar or sign-flip test), and is Holm-adjusted over the comparisons shown in the table.
+against all four and against bt, both levers on BetterTogether's fixed schedule: the control for the chooser). Every
+comparison is paired on the *same* test instances (refused, with a note, when the instance ids differ), uses
+``stats.paired_comparison`` (difference of per-instance seed means, two-level bootstrap interval, exact McNemar or
+sign-flip test), and is Holm-adjusted over the comparisons shown in the table.
 """
 
 from __future__ import annotations
