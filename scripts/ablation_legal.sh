@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# The legal_charges ablation behind the README's results table. The same 256 test cases for every arm and seed,
-# 64 val cases drawn per seed from a pool of 256 (-T val_size), 2 generations, one compute ceiling for every arm
-# (2e14 estimated FLOPs, test excluded; the rollout cap is lifted so FLOPs are the one unit), the weight arms at their
+# The legal_charges ablation behind the README's results table. The same 256 test cases for every arm and seed, 64 val
+# cases drawn per seed from a pool of 256 (-T val_size), 2 generations, one compute ceiling for every arm (2e14
+# estimated FLOPs, test excluded; the rollout cap is lifted so FLOPs are the one unit), the weight arms at their
 # defaults (GRPO, 8 rounds a generation, lr 1e-3, continuing the run's trained adapter). Stage 1: the start-harness
 # arms and controls with SEEDS seeds (none, tool-only, w, sft, best-of-n); stage 2: the harness-editing arms (h, wh)
 # with HSEEDS seeds, seed by seed; they cost several times more per case (their edits lengthen the prompt); stage 3:
 # the controls that edit the harness (random-search, bt) with CSEEDS seeds, seed by seed, then random-search at the
-# proposer's edit budget.
-# Resumable: re-running continues where it stopped. LIMIT / TEST_LIMIT / SEEDS / HSEEDS / CSEEDS scale it; DTYPE
-# (unset: float32, or bfloat16: on CPUs with AMX-BF16 inference ~2.2x faster, training not; the README's Speed
-# section) is the task model's precision, part of the model's identity, so runs of different precision never pool. Run it with
-# nothing else on the CPU: a second torch process on the 2 cores made a 256-case test pass take 461 s instead of 112 s.
+# proposer's edit budget. Resumable: re-running continues where it stopped. LIMIT / TEST_LIMIT / SEEDS / HSEEDS /
+# CSEEDS scale it; DTYPE (unset: float32, or bfloat16: on CPUs with AMX-BF16 inference ~2.2x faster, training not; the
+# README's Speed section) is the task model's precision, part of the model's identity, so runs of different precision
+# never pool. Run it with nothing else on the CPU: a second torch process on the 2 cores made a 256-case test pass
+# take 461 s instead of 112 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${ABLATION_OUT:-runs/legal-ablation}

@@ -310,13 +310,13 @@ class HFModel(Model):
 
     @contextlib.contextmanager
     def _adapter_context(self):
-        """Yields the weights digest (the prefix cache's key); inference runs on :meth:`_net`: the model itself without an adapter; with one, the bare transformers model
-        with each adapted layer swapped for a plain linear layer, holding the merged weights (base + B.A.scale,
-        computed once per adapter version in fp32, rounded once to the base precision) when the adapter is on and
-        the untouched base layer when it is off. Through peft (its wrappers, and over a bf16 base an fp32 adapter that
-        casts every activation up and back) a bf16 rank pass of 8 legal cases took 2.23 s against 1.91 s on plain
-        layers. Training still runs through peft on the fp32 adapter; nothing it holds is modified here, only
-        swapped for the duration."""
+        """Yields the weights digest (the prefix cache's key). Inference runs on :meth:`_net`: the model itself
+        without an adapter; with one, the bare transformers model with each adapted layer swapped for a plain linear
+        layer, holding the merged weights (base + B.A.scale, computed once per adapter version in fp32, rounded once
+        to the base precision) when the adapter is on and the untouched base layer when it is off. Through peft (its
+        wrappers, and over a bf16 base an fp32 adapter that casts every activation up and back) a bf16 rank pass of 8
+        legal cases took 2.23 s against 1.91 s on plain layers. Training still runs through peft on the fp32 adapter;
+        nothing it holds is modified here, only swapped for the duration."""
         digest = self.weights_digest()
         if not self._has_lora:
             yield digest
