@@ -1,9 +1,9 @@
 """Timing repeatability: the same kernel scored 10 times, (max - min) / median of the speed-ups.
 
-Target (issue 14): at most 2% on the cpu backend for problems of 1 ms or more. The hand-written softmax (1024 x 1024)
-and layernorm (2048 x 1024) kernels (eager 1.3-1.6 ms a call on one core here), and torch eager scored as the
-candidate (eager against eager: the harness's own noise floor, without a kernel's), default timing options (6 s
-budget, +-1% interval target). The machine is shared, so the load average is printed beside the figure; the bound is
+Target (issue 14): at most 2% on the cpu backend for problems of 1 ms or more. The hand-written softmax (1024 x 1536)
+and layernorm (2048 x 1024) kernels (eager 1.4-1.8 ms a call on one core here; softmax at 1024 x 1024 fell to
+0.99 ms on a faster day and failed the 1 ms condition), and torch eager scored as the candidate (eager against
+eager: the harness's own noise floor, without a kernel's), default timing options (6 s budget, +-1% interval target). The machine is shared, so the load average is printed beside the figure; the bound is
 asserted only when the machine was not oversubscribed (load below the core count), and always printed.
 
 Run: ``.venv/bin/python -m pytest benchmarks/test_kernel_timing_bench.py -s -p no:cacheprovider``
@@ -27,7 +27,7 @@ PROBLEMS = """
 split = "train"
 atol = 1e-5
 rtol = 1e-4
-sizes.cpu = { batch_size = 1024, dim = 1024 }
+sizes.cpu = { batch_size = 1024, dim = 1536 }
 
 [layernorm]
 split = "train"
