@@ -37,6 +37,13 @@ from .workers import WarmPool, Worker, WorkerConfig, WorkerError
 
 MAX_COMPILE_REQUESTS = 8
 EXTRA_THREAD_SHARE = 0.05  # of sampled time outside the allowed busiest threads (honest: none; hacks: 27-30%)
+# torch eager as a program: the eager twin runs it (and the perfect control of problems with no hand-written kernel)
+EAGER_PROGRAM = """from reference_problem import Model
+
+
+class ModelNew(Model):
+    \"\"\"The reference itself, run as the candidate: torch eager.\"\"\"
+"""
 
 
 def llc_bytes() -> int:
@@ -198,14 +205,13 @@ class Driver:
         try:
             arenas = {"in": Arena("in", layout.in_bytes), "exp": Arena("exp", layout.out_bytes),
                       "out": Arena("out", layout.out_bytes), "eager": Arena("eager", layout.out_bytes)}
-            ref.send_arenas([(arenas["in"], True), (arenas["exp"], True), (arenas["eager"], True)])
+            ref.send_arenas([(arenas["in"], True), (arenas["exp"], True)])
             arenas["in"].seal(True)
             arenas["exp"].seal(True)
             arenas["out"].seal(False)
             arenas["eager"].seal(False)
             ref.request({"cmd": "layout", "slots": [{"inputs": layout.input_refs(s, "in"),
-                                                     "expected": layout.output_refs(s, "exp"),
-                                                     "outputs": layout.output_refs(s, "eager")} for s in range(k)]})
+                                                     "expected": layout.output_refs(s, "exp")} for s in range(k)]})
         except (OSError, WorkerError) as err:
             for arena in arenas.values():
                 arena.close()
@@ -257,19 +263,25 @@ class Driver:
             res.harness_error(err.stage, str(err), err.log)
             return res
         config = self.candidate_config()
+        workers: list[Worker] = []
         try:
-            cand = self.pool.take(config)
+            for _ in range(2):  # the candidate's, and its eager twin's: the same sandbox, code path and freshness
+                workers.append(self.pool.take(config))
         except (WorkerError, OSError) as err:
+            for worker in workers:
+                worker.close()
             res.harness_error("candidate worker start", str(err))
             return res
+        cand, eager = workers
         res.overhead_s["start"] = time.monotonic() - start
         pinned = cand.pin(self.cpus)
+        eager.pin(self.cpus)
         if pinned == "cgroup cpuset":
             res.ran("threads pinned (cgroup cpuset)")
         else:
             res.notes.append(f"threads pinned by {pinned}")
         res.ran("separate processes (reference, inputs, comparison, clock outside the candidate)")
-        ctx = Context(ref, cand, res, self.opts.threads, list(self.cpus), self.flush_bytes,
+        ctx = Context(ref, cand, eager, res, self.opts.threads, list(self.cpus), self.flush_bytes,
                       time.monotonic() + self.opts.timeout_s, random.Random(secrets.randbits(64)), trusted,
                       config.gpu, self.audit_reason is None and not (self.opts.backend == "triton" and not config.gpu),
                       "wall" if config.gpu or cand.cpu_seconds() is None else "cpu", self.trusted_roots,
@@ -285,6 +297,7 @@ class Driver:
         finally:
             t = time.monotonic()
             cand.close()
+            eager.close()
             res.overhead_s["teardown"] = time.monotonic() - t
             res.overhead_s["total"] = time.monotonic() - start
             self.pool.refill(config)  # the next worker starts now, between scorings, never during a timed phase
@@ -356,6 +369,7 @@ class Driver:
         run.cand("layout", slots=[{"inputs": shape.layout.input_refs(s, "in"),
                                    "outputs": shape.layout.output_refs(s, "out") if ctx.gpu else []}
                                   for s in range(shape.k)])
+        run.start_twin(seed)
         return run
 
     def _check_shape(self, problem: Problem, policy: sizing.SizePolicy, seed: int, ctx: Context) -> None:
@@ -403,6 +417,11 @@ class Driver:
             return {"cmd": "artifact", "ok": True, "cache_hit": art.cache_hit, "file": art.file_name}, \
                 [np.frombuffer(art.data, dtype=np.uint8)]
 
+        try:  # the eager twin: torch eager, loaded and run through the candidate's own worker code
+            ctx.eager.request({"cmd": "load", "program": EAGER_PROGRAM, "cpp_flags": "", "nvcc_flags": "-O3",
+                               "support": {"reference_problem.py": problem.source}}, timeout=300)
+        except WorkerError as err:
+            raise HarnessError("eager twin load", str(err), err.log) from None
         header = {"cmd": "load", "program": program, "cpp_flags": cpp_flags, "nvcc_flags": nvcc_flags}
         if trusted:  # baselines (torch eager, torch.compile) subclass the reference Model
             header["support"] = {"reference_problem.py": problem.source}

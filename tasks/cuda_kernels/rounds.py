@@ -2,11 +2,11 @@
 
 A round: the reference worker writes fresh inputs (a new seed per call) into K slots and the expected outputs beside
 them; after a cache flush the candidate runs the K calls on its own clock-less command while the driver's clock runs;
-after another flush torch eager runs the same K calls (the order flips every round); the candidate publishes its
-outputs, which the driver compares with the expected ones, then re-reads one after a delay. Between commands the
-candidate's process tree must be idle (cgroup CPU time), so work hidden in a detached thread, before a call or
-after its return, fails. Some rounds, chosen at random and indistinguishable to the candidate, are sampled by the
-compute audit (and left out of the timing statistics).
+after another flush torch eager runs the same K calls in the eager twin, a worker like the candidate's (the order
+flips every round); the driver reads both workers' outputs and compares them with the expected ones, then re-reads
+one of the candidate's after a delay. Between commands the candidate's process tree must be idle (cgroup CPU
+time), so work hidden in a detached thread, before a call or after its return, fails. Some rounds, chosen at random
+and indistinguishable to the candidate, are sampled by the compute audit (and left out of the timing statistics).
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ class Shape:
 class Context:
     """What a round needs from the driver."""
 
-    ref: Worker
+    ref: Worker  # the problem's reference: inputs, expected outputs, cache flushes
     cand: Worker
+    eager: Worker  # torch eager in a worker like the candidate's, timed exactly as the candidate is
     result: KernelResult
     threads: int
     cpus: list[int]
@@ -124,7 +125,6 @@ class ShapeRun:
     def __init__(self, ctx: Context, shape: Shape):
         self.ctx, self.shape = ctx, shape
         self.calls = 0
-        self.eager_checked = False
 
     # -- messages ------------------------------------------------------------------------------------------------------
     def remaining(self, cap: float) -> float:
@@ -138,6 +138,25 @@ class ShapeRun:
             return self.ctx.ref.request({"cmd": cmd, **kw}, timeout=600.0)
         except WorkerError as err:
             raise HarnessError(f"reference {cmd}", str(err), err.log) from None
+
+    def twin(self, cmd: str, arrays: list | tuple = (), **kw: Any):
+        """A command to the eager twin (trusted code: its failures are the harness's)."""
+        try:
+            return self.ctx.eager.request({"cmd": cmd, **kw}, arrays, timeout=600.0)
+        except WorkerError as err:
+            raise HarnessError(f"eager twin {cmd}", str(err), err.log) from None
+
+    def start_twin(self, seed: int) -> None:
+        """The twin gets what the candidate gets (inputs, weights, layout); its outputs go to the "eager" buffer."""
+        sh, gpu = self.shape, self.ctx.gpu
+        try:
+            self.ctx.eager.send_arenas([(sh.arenas["in"], False)] + ([(sh.arenas["eager"], True)] if gpu else []))
+        except WorkerError as err:
+            raise HarnessError("eager twin arenas", str(err), err.log) from None
+        self.twin("init", arrays=sh.weights, init_inputs=sh.spec["init_inputs"], seed=seed, weights=sh.spec["weights"])
+        self.twin("layout", slots=[{"inputs": sh.layout.input_refs(s, "in"),
+                                    "outputs": sh.layout.output_refs(s, "eager") if gpu else []}
+                                   for s in range(sh.k)])
 
     def cand(self, cmd: str, cap: float = 120.0, arrays: list | tuple = (), **kw: Any):
         self.idle_check(f"before {cmd!r}")
@@ -184,7 +203,8 @@ class ShapeRun:
         slots = list(range(sh.k))
         pairs = [[0, 1, self.ctx.rng.randrange(1, 2**62)]] if sh.k >= 2 else []
         self.ref("gen", slots=slots, seeds=seeds, pairs=pairs)
-        np.frombuffer(sh.arenas["out"].map, dtype=np.uint8)[:sh.layout.out_bytes].fill(0xFF)  # NaN until published
+        for arena in ("out", "eager"):  # NaN until published
+            np.frombuffer(sh.arenas[arena].map, dtype=np.uint8)[:sh.layout.out_bytes].fill(0xFF)
         order = ("cand", "eager") if ctx.rounds % 2 == 0 else ("eager", "cand")
         ctx.rounds += 1
         times: dict[str, float] = {}
@@ -193,11 +213,11 @@ class ShapeRun:
         for who in order:
             self.ref("flush", bytes=ctx.flush_bytes)
             if who == "eager":
-                if ctx.gpu:
-                    _, times["eager_stage"] = self.ref("stage", slots=slots)
-                before = ctx.ref.cpu_seconds()
-                _, dt = self.ref("run", slots=slots)
-                times["eager"] = self.per_call(before, ctx.ref.cpu_seconds(), dt)
+                if ctx.gpu or sh.spec.get("mutates_inputs"):  # an in-place reference times on private copies
+                    _, times["eager_stage"] = self.twin("stage", slots=slots, private=not ctx.gpu)
+                before = ctx.eager.cpu_seconds()
+                eager_reply, dt = self.twin("run", slots=slots)
+                times["eager"] = self.per_call(before, ctx.eager.cpu_seconds(), dt)
                 times["eager_wall"] = dt / sh.k
                 continue
             if ctx.gpu:
@@ -219,10 +239,12 @@ class ShapeRun:
             ctx.round_times.append((times["cand"], times["eager"]))
         if ctx.gpu:  # device outputs: the candidate copies them to host memory, a step bounded by eager's
             reply, times["cand_publish"] = self.cand("publish")
-            _, times["eager_publish"] = self.ref("publish")
+            eager_reply, times["eager_publish"] = self.twin("publish")
             self.check_described(reply.header.get("outputs"), slots)
-        else:  # host outputs: read straight from the candidate's memory, no code of it runs
+        else:  # host outputs: read straight from the candidate's memory, no code of it runs (and the twin's alike)
             self.fetch(described, slots)
+            self.fetch_twin(eager_reply.header.get("outputs"), slots)
+        self.check_eager(slots)  # first: a broken reference is the harness's failure, never the candidate's
         self.check_outputs(slots)
         if pairs:
             self.check_sensitivity(0, 1)
@@ -289,28 +311,39 @@ class ShapeRun:
 
     def fetch(self, described: Any, slots: list[int]) -> None:
         """Copy every output out of the candidate's address space into the driver's buffer."""
+        self.outputs_at = self.read_outputs(self.ctx.cand, described, slots, "out")
+        self.ctx.result.ran("outputs read from the candidate's memory, no code of it running")
+
+    def fetch_twin(self, described: Any, slots: list[int]) -> None:
+        """The same for the eager twin, so both timed processes see the same traffic on their outputs."""
+        try:
+            self.read_outputs(self.ctx.eager, described, slots, "eager")
+        except CandidateFailure as err:
+            raise HarnessError("eager twin outputs", str(err)) from None
+
+    def read_outputs(self, worker: Worker, described: Any, slots: list[int], arena: str) -> list[list[int]]:
         sh = self.shape
-        self.outputs_at = []
+        outputs_at = []
         for slot, got in zip(slots, self.check_described(described, slots)):
             row = []
             for i, item in enumerate(got):
                 ptr, nbytes = item.get("ptr"), item.get("nbytes")
-                ref = sh.layout.output_refs(slot, "out")[i]
+                ref = sh.layout.output_refs(slot, arena)[i]
                 want = shm.nbytes(ref)
                 if not isinstance(ptr, int) or nbytes != want or item.get("device") != "cpu":
                     raise CandidateFailure("output", f"output {i} of call {slot}: {want} bytes on the cpu expected, "
                                                      f"the worker reports {str(item)[:120]}")
                 if want:
-                    view = memoryview(sh.arenas["out"].map)[ref["offset"]:ref["offset"] + want]
+                    view = memoryview(sh.arenas[arena].map)[ref["offset"]:ref["offset"] + want]
                     try:
-                        self.ctx.cand.read_memory(ptr, view)
+                        worker.read_memory(ptr, view)
                     except WorkerError as err:
                         raise candidate_failure(err) from None
                     finally:
                         view.release()
                 row.append(ptr)
-            self.outputs_at.append(row)
-        self.ctx.result.ran("outputs read from the candidate's memory, no code of it running")
+            outputs_at.append(row)
+        return outputs_at
 
     def check_outputs(self, slots: list[int]) -> None:
         sh, result = self.shape, self.ctx.result
@@ -366,18 +399,19 @@ class ShapeRun:
                 bad.message = f"two calls on different inputs returned the same output; {bad.message}"
                 return
 
-    def check_determinism(self) -> None:
-        """Once per shape: torch eager's timed outputs must equal the expected ones, or the problem is broken."""
+    def check_eager(self, slots: list[int]) -> None:
+        """Every round: torch eager's timed outputs must match the expected ones (computed by the reference on the
+        same inputs), or the problem is broken (not deterministic) and no speed-up against it means anything."""
         sh = self.shape
-        if not self.ctx.gpu:  # on a GPU the round published them already
-            self.ref("publish")
-        for i, want in enumerate(sh.layout.outputs):
-            got = sh.arenas["eager"].array(sh.layout.output_refs(0, "eager")[i])
-            exp = sh.arenas["exp"].array(sh.layout.output_refs(0, "exp")[i])
-            bad = compare.compare(got, exp, want["dtype"], sh.atol, sh.rtol)
-            if bad is not None:
-                raise HarnessError("reference", f"the reference is not deterministic (two runs on the same inputs "
-                                                f"differ: {bad.message})")
+        for slot in slots:
+            for i, want in enumerate(sh.layout.outputs):
+                got = sh.arenas["eager"].array(sh.layout.output_refs(slot, "eager")[i])
+                exp = sh.arenas["exp"].array(sh.layout.output_refs(slot, "exp")[i])
+                bad = compare.compare(got, exp, want["dtype"], sh.atol, sh.rtol)
+                if bad is not None:
+                    raise HarnessError("reference", f"the reference is not deterministic (torch eager's timed "
+                                                    f"outputs differ from the expected ones on the same inputs: "
+                                                    f"{bad.message})")
         self.ctx.result.ran("reference determinism")
 
     # -- the compute audit --------------------------------------------------------------------------------------------
@@ -423,9 +457,6 @@ class ShapeRun:
         while True:
             audited = self.ctx.rng.random() < AUDIT_P
             times = self.round(self.seeds(), audited)
-            if not self.eager_checked:
-                self.check_determinism()
-                self.eager_checked = True
             if not audited:
                 series.candidate.append(times["cand"] * 1e6)
                 series.eager.append(times["eager"] * 1e6)
@@ -443,19 +474,21 @@ class ShapeRun:
         return out
 
     def warm_up(self) -> int:
-        """Rounds (checked like any, not recorded) until the candidate's process stops taking page faults: a fresh
-        worker's heap, fragmented by import and compilation, gives fresh pages to its outputs for several rounds
-        (softmax at 12 MB: ~6,000 faults and 2.5x the time per run for 6 rounds), while the long-lived reference
-        worker is warm after one. The count is the kernel's, read from outside."""
+        """Rounds (checked like any, not recorded) until the candidate's and the eager twin's processes stop taking
+        page faults: a fresh worker's heap, fragmented by import and compilation, gives fresh pages to its outputs
+        for several rounds (softmax at 12 MB: ~6,000 faults and 2.5x the time per run for 6 rounds). The counts are
+        the kernel's, read from outside."""
         quiet = 0
+        workers = (self.ctx.cand, self.ctx.eager)
         for done in range(1, MAX_WARMUP_ROUNDS + 1):
-            before = self.ctx.cand.page_faults()
+            before = [w.page_faults() for w in workers]
             self.round(self.seeds(), audited=False)
-            after = self.ctx.cand.page_faults()
-            if before is None or after is None:
+            after = [w.page_faults() for w in workers]
+            if None in before or None in after:
                 quiet = WARMUP_ROUNDS  # no counter (weak mode without a pid): the fixed minimum only
-            else:
-                quiet = quiet + 1 if after - before <= 16 * self.shape.k else 0  # twice in a row: it can relapse
+            else:  # twice in a row: it can relapse
+                calm = all(a - b <= 16 * self.shape.k for a, b in zip(after, before))
+                quiet = quiet + 1 if calm else 0
             if done >= WARMUP_ROUNDS and quiet >= 2:
                 return done
         return MAX_WARMUP_ROUNDS

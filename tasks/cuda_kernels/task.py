@@ -18,7 +18,7 @@ from sia_bench.harness import Harness, ParamSpec, load_default_harness
 from sia_bench.sandbox import SandboxUnavailable, require_mode, sandbox_option
 from sia_bench.task import Answer, Instance, Metric, OptionError, Prompt, Score, Task, TaskError
 
-from .driver import Driver, DriverOptions
+from .driver import EAGER_PROGRAM, Driver, DriverOptions
 from .problem_set import ProblemError, load_problems
 from .record import KernelResult
 from .sizing import SizeBudget
@@ -30,12 +30,6 @@ BACKENDS = ("cpu", "cuda", "triton")
 SPLIT_SEEDS = {"train": 1000, "val": 2000, "test": 3000}
 BEST_CPP_FLAGS = "-O3 -march=native -fopenmp -ffast-math"
 FAST_P = (0.0, 1.0, 1.5, 2.0)
-EAGER_PROGRAM = """from reference_problem import Model
-
-
-class ModelNew(Model):
-    \"\"\"The reference itself, run as the candidate: torch eager.\"\"\"
-"""
 _BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.S)
 
 HARNESS_SPECS: dict[str, ParamSpec] = {

@@ -238,14 +238,17 @@ def _cpu_list(text: str) -> set[int]:
 
 
 class WarmPool:
-    """Keeps one started candidate worker per config, so its interpreter start and torch import happen while the
-    previous candidate is scored (or the model writes), never on a candidate's clock."""
+    """Keeps started workers per config, so their interpreter start and torch import happen while the previous
+    candidate is scored (or the model writes), never on a clock. Two per config: a scoring takes one for the
+    candidate and one for its eager twin."""
 
-    def __init__(self) -> None:
-        self._spares: dict[WorkerConfig, Worker] = {}
+    def __init__(self, depth: int = 2) -> None:
+        self.depth = depth
+        self._spares: dict[WorkerConfig, list[Worker]] = {}
 
     def take(self, config: WorkerConfig, ready_timeout: float = 120.0) -> Worker:
-        worker = self._spares.pop(config, None)
+        spares = self._spares.get(config) or []
+        worker = spares.pop(0) if spares else None
         if worker is None or not worker.alive():
             if worker is not None:
                 worker.close()
@@ -259,19 +262,22 @@ class WarmPool:
         return worker
 
     def refill(self, config: WorkerConfig) -> None:
-        if config not in self._spares:
-            self._spares[config] = Worker(config)
+        spares = self._spares.setdefault(config, [])
+        while len(spares) < self.depth:
+            spares.append(Worker(config))
 
     def settle(self, timeout: float = 120.0) -> None:
         """Wait until every spare has finished starting, so none competes for the CPU while something is timed."""
-        for config, worker in list(self._spares.items()):
-            try:
-                worker.wait_ready(timeout)
-            except WorkerError:
-                worker.close()
-                del self._spares[config]
+        for spares in self._spares.values():
+            for worker in list(spares):
+                try:
+                    worker.wait_ready(timeout)
+                except WorkerError:
+                    worker.close()
+                    spares.remove(worker)
 
     def close(self) -> None:
-        for worker in self._spares.values():
-            worker.close()
+        for spares in self._spares.values():
+            for worker in spares:
+                worker.close()
         self._spares.clear()

@@ -123,10 +123,13 @@ def cmd_layout(h, _):
 
 
 def cmd_stage(h, _):
-    """GPU only: copy the slots' inputs to the device (outside the clock; the driver bounds this step's time)."""
-    if DEVICE == "cuda":
+    """Copy the slots' inputs outside the clock: to the device on a GPU (the driver bounds this step's time); on the
+    CPU only when the driver asks for private copies (the eager twin of a reference that writes into its inputs,
+    which are read-only memory here)."""
+    if DEVICE == "cuda" or h.get("private"):
         for s in h["slots"]:
-            S["staged"][s] = [x.to(DEVICE) if isinstance(x, torch.Tensor) else x for x in S["views"][s][0]]
+            S["staged"][s] = [(x.to(DEVICE) if DEVICE == "cuda" else x.clone()) if isinstance(x, torch.Tensor) else x
+                              for x in S["views"][s][0]]
         sync()
     return {"kind": "staged"}, ()
 

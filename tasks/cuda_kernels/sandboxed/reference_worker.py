@@ -2,8 +2,9 @@
 sandbox, persistent across candidates so torch is imported once.
 
 It generates every input (fresh seed per call) straight into the shared input buffers, computes the expected outputs
-into a buffer no candidate can see, times torch eager through the same call loop as the candidate, and flushes the
-caches between samples. A failure here is the harness's (or the problem's), never a candidate's.
+into a buffer no candidate can see, and flushes the caches between samples. Torch eager is timed elsewhere, in a twin
+of the candidate's worker (driver.py says why). A failure here is the harness's (or the problem's), never a
+candidate's.
 """
 
 import importlib.util
@@ -24,8 +25,7 @@ torch.backends.cudnn.allow_tf32 = False
 torch.backends.cuda.matmul.allow_tf32 = False
 GPU = os.environ.get("SIA_GPU") == "1" and torch.cuda.is_available()
 DEVICE = "cuda" if GPU and os.environ.get("SIA_BACKEND", "cpu") != "cpu" else "cpu"
-S = {"module": None, "defaults": {}, "model": None, "views": [], "staged": [], "outs": [], "slots": [],
-     "mutates": False, "flush": None, "count": 0}
+S = {"module": None, "defaults": {}, "model": None, "views": [], "flush": None, "count": 0}
 
 
 def sync():
@@ -132,13 +132,13 @@ def cmd_prepare(h, _):
     if not all(isinstance(o, torch.Tensor) for o in outs):
         raise TypeError("the reference Model returned something other than tensors")
     mutates = any(isinstance(a, torch.Tensor) and not torch.equal(a, b) for a, b in zip(clones, inputs))
-    S.update(model=model, mutates=mutates, views=[], staged=[], outs=[])
+    S.update(model=model, views=[])
     return {"kind": "prepared", "init_inputs": init, "weights": names, "inputs": describe(inputs),
             "outputs": describe(outs), "mutates_inputs": mutates, "eager_once_s": once}, weights
 
 
 def cmd_arenas(h, _):
-    S.update(views=[], staged=[], outs=[])
+    S.update(views=[])
     import gc
 
     gc.collect()  # every view of the old buffers is gone, so they can be unmapped safely
@@ -147,10 +147,7 @@ def cmd_arenas(h, _):
 
 
 def cmd_layout(h, _):
-    S["views"] = [(kit.slot_values(s["inputs"]), [kit.view(o) for o in s["expected"]], [kit.view(o) for o in
-                                                                                           s["outputs"]])
-                  for s in h["slots"]]
-    S["staged"] = [ins for ins, _, _ in S["views"]]
+    S["views"] = [(kit.slot_values(s["inputs"]), [kit.view(o) for o in s["expected"]]) for s in h["slots"]]
     return {"kind": "laid_out"}, ()
 
 
@@ -191,7 +188,7 @@ def cmd_gen(h, _):
             torch.manual_seed(int(seed))
             fresh = list(module.get_inputs())
         generated[slot] = fresh
-        views, expected, _ = S["views"][slot]
+        views, expected = S["views"][slot]
         if len(fresh) != len(views):
             raise ValueError(f"get_inputs returned {len(fresh)} values, {len(views)} before")
         for target, x in zip(views, fresh):
@@ -204,31 +201,8 @@ def cmd_gen(h, _):
             outs = kit.as_list(model(*args))
         for target, o in zip(expected, outs):
             target.copy_(o)
-        if S["mutates"] and DEVICE == "cpu":  # an in-place reference gets private copies to time on
-            S["staged"][slot] = [x.clone() if isinstance(x, torch.Tensor) else x for x in views]
     sync()
     return {"kind": "generated"}, ()
-
-
-def cmd_stage(h, _):
-    """GPU only: copy the slots' inputs to the device, exactly as the candidate worker does (outside the clock)."""
-    if DEVICE == "cuda":
-        for s in h["slots"]:
-            S["staged"][s] = [x.to(DEVICE).clone() if isinstance(x, torch.Tensor) else x for x in S["views"][s][0]]
-        sync()
-    return {"kind": "staged"}, ()
-
-
-def cmd_run(h, _):
-    S["slots"], S["outs"] = list(h["slots"]), []  # the previous outputs are freed inside the command, as in the candidate
-    S["outs"] = kit.run_calls(S["model"], S["staged"], S["slots"], sync)
-    return {"kind": "done"}, ()
-
-
-def cmd_publish(h, _):
-    got = kit.publish(S["outs"], [S["views"][s][2] for s in S["slots"]])
-    sync()
-    return {"kind": "published", "outputs": got}, ()
 
 
 def cmd_flush(h, _):
@@ -253,5 +227,4 @@ sc.send({"kind": "ready", "role": "reference", "import_s": time.perf_counter() -
          "device": DEVICE, "gpu": GPU, "gpu_name": torch.cuda.get_device_name() if GPU else None,
          "gpu_arch": "sm_%d%d" % torch.cuda.get_device_capability() if GPU else None, "pid": os.getpid()})
 kit.serve({"problem": cmd_problem, "probe": cmd_probe, "prepare": cmd_prepare, "arenas": cmd_arenas,
-           "layout": cmd_layout, "gen": cmd_gen, "stage": cmd_stage, "run": cmd_run, "publish": cmd_publish,
-           "flush": cmd_flush, "ping": cmd_ping})
+           "layout": cmd_layout, "gen": cmd_gen, "flush": cmd_flush, "ping": cmd_ping})

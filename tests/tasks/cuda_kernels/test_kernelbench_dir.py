@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.cuda_kernels.problem_set import load_problems
+from tasks.cuda_kernels.problem_set import BUILTIN_DIR, load_problems
 from tasks.cuda_kernels.sizing import SizeBudget
 from tasks.cuda_kernels.task import CudaKernelsTask
 from tests.tasks.cuda_kernels.programs import instance
@@ -120,5 +120,46 @@ def test_failures_of_the_reference_are_harness_errors_not_the_candidates(tmp_pat
             scores.append(result)
             insts.append(inst)
         assert task.aggregate(scores, insts)["harness_error_rate"] == 1.0
+    finally:
+        task.close()
+
+
+def test_a_reference_that_is_not_deterministic_is_a_harness_error(tmp_path):
+    """Torch eager's timed outputs are checked every round: a reference whose forward draws fresh noise cannot be
+    timed against, and the candidate (here torch eager itself) is not blamed."""
+    noisy = BROKEN.replace("calls[0] += 1\n    if calls[0] > {after}:\n        raise MemoryError(\"the input generator "
+                           "ran out of memory\")\n", "").replace("return torch.relu(x)", "return x + torch.rand_like(x)")
+    assert "rand_like" in noisy and "MemoryError" not in noisy
+    (tmp_path / "noisy.py").write_text(noisy)
+    task = CudaKernelsTask(backend="cpu", problems_dir=str(tmp_path), trials=2, time=False, cache_dir=str(tmp_path))
+    try:
+        inst = instance(task, "noisy")
+        result = task.score(inst, task.perfect_answer(inst))
+        d = result.details
+        assert result.value == 0.0 and d["harness_error"] and not d["failures"], result.feedback
+        assert "not deterministic" in str(d["harness_errors"]), d["harness_errors"]
+    finally:
+        task.close()
+
+
+def test_a_reference_that_writes_into_its_inputs_is_timed_on_private_copies(tmp_path):
+    """Inputs are read-only memory in every worker; the eager twin of an in-place reference gets private copies
+    (outside the clock), so the reference can still be timed against an honest kernel."""
+    source = (BUILTIN_DIR / "softmax.py").read_text()
+    inplace = source.replace("return torch.softmax(x, dim=-1)", "out = torch.softmax(x, dim=-1)\n        x.zero_()\n"
+                                                                "        return out")
+    assert "x.zero_()" in inplace
+    (tmp_path / "softmax.py").write_text(inplace)
+    (tmp_path / "problems.toml").write_text('[softmax]\nsplit = "train"\natol = 1e-5\nrtol = 1e-4\n'
+                                            'sizes.cpu = { batch_size = 64, dim = 512 }\n')
+    task = CudaKernelsTask(backend="cpu", problems_dir=str(tmp_path), trials=2, timing_budget_s=0.5, min_rounds=3,
+                           cache_dir=str(tmp_path / "cache"))
+    try:
+        inst = instance(task, "softmax")
+        answer = task.perfect_answer(inst)
+        assert answer.value["source"] == "reference"  # the hand-written kernel, which leaves its input alone
+        result = task.score(inst, answer)
+        d = result.details
+        assert d["correct"] and d["timed"] and not d["failures"] and not d["harness_errors"], result.feedback
     finally:
         task.close()
