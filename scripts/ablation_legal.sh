@@ -16,7 +16,8 @@ cd "$(dirname "$0")/.."
 OUT=${ABLATION_OUT:-runs/legal-ablation}
 export PYTHONUNBUFFERED=1
 COMMON=(--task legal_charges -T val_size=256 --limit "${LIMIT:-64}" --test-limit "${TEST_LIMIT:-256}" --generations 2
-        --budget compute_flops=2e14 --budget task_rollouts=1000000 --workers 1)
+        --budget compute_flops=2e14 --budget task_rollouts=1000000 --workers 1
+        --memo-dir "$OUT/memo")  # one result memo for every stage: e.g. bt reuses wh's val passes of the same edit
 if [ -n "${DTYPE:-}" ]; then COMMON+=(-M "dtype=$DTYPE"); fi  # unset: the model's default (float32 on CPU)
 .venv/bin/sia-bench ablate "${COMMON[@]}" --improvers none,tool-only,w,sft,best-of-n --seeds "${SEEDS:-3}" \
   --ablation-dir "$OUT/start-arms"

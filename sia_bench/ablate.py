@@ -72,11 +72,13 @@ def ablation_dir(out: Path, spec: AblationSpec) -> Path:
     return Path(out) / f"{spec.task}-ablation-{spec.id}"
 
 
-def jobs_for(spec: AblationSpec, folder: Path) -> list[Job]:
-    """One job per arm x seed. They share one result memo in the ablation folder: a result computed under the same
-    key (harness, model and adapter weights, task, code, instance, decoding) is reused, e.g. the unchanged starting
-    harness scored on the same test instances by every seed of ``none``; reuse is charged as computed."""
-    return [Job(arm, seed, str(folder / f"{arm}-s{seed}"), spec.config(arm, seed).to_dict(), str(folder / "memo"))
+def jobs_for(spec: AblationSpec, folder: Path, memo_dir: Path | None = None) -> list[Job]:
+    """One job per arm x seed. They share one result memo (the ablation folder's, or ``memo_dir``, which several
+    ablations of one plan can share): a result computed under the same key (harness, model and adapter weights,
+    task, code, instance, decoding) is reused, e.g. the unchanged starting harness scored on the same test instances
+    by every seed of ``none``; reuse is charged as computed."""
+    memo = str(memo_dir) if memo_dir else str(folder / "memo")
+    return [Job(arm, seed, str(folder / f"{arm}-s{seed}"), spec.config(arm, seed).to_dict(), memo)
             for arm in spec.arms for seed in spec.seeds]
 
 
@@ -132,7 +134,7 @@ def check_folder(folder: Path, spec: AblationSpec) -> None:
 
 def run_ablation(spec: AblationSpec, out: Path, *, executor: str = "local", workers: int = 1,
                  address: str | None = None, folder: Path | None = None, reporter: Any = None,
-                 facts: dict[str, Any] | None = None) -> tuple[Path, list[JobResult]]:
+                 facts: dict[str, Any] | None = None, memo_dir: Path | None = None) -> tuple[Path, list[JobResult]]:
     """Run (or continue) every arm x seed; returns the ablation folder and one result per job."""
     from sia_bench.executors import SilentReporter
 
@@ -144,7 +146,7 @@ def run_ablation(spec: AblationSpec, out: Path, *, executor: str = "local", work
     folder.mkdir(parents=True, exist_ok=True)
     with FolderLock(folder, "ablation"):
         check_folder(folder, spec)  # again under the lock: another process may have just written the manifest
-        jobs = jobs_for(spec, folder)
+        jobs = jobs_for(spec, folder, memo_dir)
         results: dict[str, JobResult] = {}
         write_manifest(folder, spec, facts, results, executor)
         reporter = reporter or SilentReporter()
@@ -355,7 +357,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         board = PlainBoard(spec, err_console.file)
     with board:
         folder, results = run_ablation(spec, Path(args.out), executor=args.executor, workers=args.workers,
-                                       address=args.address, folder=target, reporter=board, facts=facts)
+                                       address=args.address, folder=target, reporter=board, facts=facts,
+                                       memo_dir=Path(args.memo_dir).resolve() if args.memo_dir else None)
     failed = [r for r in results if not r.ok]
     for r in failed:
         err_console.print(f"{r.job.key} failed:\n{r.error.strip()}", markup=False, highlight=False)
@@ -427,6 +430,9 @@ def add_commands(sub: Any) -> None:
     a.add_argument("--model", default="hf", help="task model backend[:name] (default: %(default)s)")
     a.add_argument("--out", default="runs", help="parent of the ablation folder (default: %(default)s)")
     a.add_argument("--ablation-dir", help="exact ablation folder (default: OUT/<task>-ablation-<id>)")
+    a.add_argument("--memo-dir", help="result memo of the runs (default: ABLATION_DIR/memo); give several ablations of "
+                                      "one plan the same folder and each reuses the others' results (keys cover "
+                                      "everything that can change a result)")
     a.add_argument("--executor", choices=["local", "ray"], default="local")
     a.add_argument("--workers", type=int, default=1, help="local: processes (1 = in-process, one shared model); "
                                                           "ray: CPUs of the local Ray instance")

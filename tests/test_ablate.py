@@ -131,3 +131,17 @@ def test_test_limit_and_the_shared_result_memo(tmp_path):
     # the id of an ablation without --test-limit is what it was before the option existed
     assert "test_limit" not in AblationSpec(task="toy_arithmetic").comparable()
     assert AblationSpec(task="toy_arithmetic", test_limit=3).id != AblationSpec(task="toy_arithmetic").id
+
+
+def test_ablations_of_one_plan_share_a_memo_folder(tmp_path):
+    """--memo-dir: a second ablation (another folder, another arm) reuses the first one's results where the keys
+    match (here the unchanged start on the same val and test instances) and says so in its record."""
+    common = ["--task", "toy_arithmetic", "--seeds", "1", "--model", "tiny", "--limit", "2", "--generations", "1",
+              "--memo-dir", str(tmp_path / "memo")]
+    assert main(["ablate", *common, "--improvers", "none", "--ablation-dir", str(tmp_path / "a")]) == 0
+    assert main(["ablate", *common, "--improvers", "none", "--ablation-dir", str(tmp_path / "b"),
+                 "--budget", "task_rollouts=1000"]) == 0  # other settings: a separate ablation
+    assert any((tmp_path / "memo").rglob("*.json")) and not (tmp_path / "a" / "memo").exists()
+    first, second = (RunRecord.load(tmp_path / d / "none-s0") for d in ("a", "b"))
+    assert not first.ledger.reused and second.ledger.reused.get("test") == 2, second.ledger.reused
+    assert first.final["test"] == second.final["test"]
