@@ -1,12 +1,15 @@
 """Timing repeatability: the same kernel scored 10 times, (max - min) / median of the speed-ups.
 
 Target (issue 14): at most 2% on the cpu backend for problems of 1 ms or more. The hand-written softmax (1024 x 1536)
-and layernorm (2048 x 1024) kernels (eager 1.4-1.8 ms a call on one core here; softmax at 1024 x 1024 fell to
+and layernorm (2048 x 1024) kernels (eager 1.4-1.9 ms a call on one core here; softmax at 1024 x 1024 fell to
 0.99 ms on a faster day and failed the 1 ms condition), and torch eager scored as the candidate (eager against
-eager: the harness's own noise floor, without a kernel's), default timing options (6 s budget, +-1% interval target). The machine is shared, so the load average is printed beside the figure; the bound is
-asserted only when the machine was not oversubscribed (load below the core count), and always printed.
+eager: the harness's own noise floor, without a kernel's), default timing options (6 s budget, +-1% interval
+target). The machine is shared, so the load average is printed beside the figure; the bound is asserted only when
+the machine was not oversubscribed (load below the core count), and always printed.
 
-Run: ``.venv/bin/python -m pytest benchmarks/test_kernel_timing_bench.py -s -p no:cacheprovider``
+Run: ``.venv/bin/python -m pytest benchmarks/test_kernel_timing_bench.py -s -p no:cacheprovider``; set
+``SIA_TIMING_BUDGET_S`` (seconds of timing rounds per scoring, default the task's 6) to see how the spread falls with
+more rounds.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from sia_bench.task import Answer
 from tasks.cuda_kernels.task import EAGER_PROGRAM, CudaKernelsTask
 
 SCORINGS = 10
+BUDGET_S = float(os.environ.get("SIA_TIMING_BUDGET_S", "0")) or None  # None: the task's default
 PROBLEMS = """
 [softmax]
 split = "train"
@@ -44,7 +48,8 @@ def test_speedup_spread_over_ten_scorings(tmp_path, name, candidate):
     for both in ("softmax", "layernorm"):
         shutil.copy(BUILTIN_DIR / f"{both}.py", problems / f"{both}.py")
     (problems / "problems.toml").write_text(PROBLEMS)
-    task = CudaKernelsTask(backend="cpu", problems_dir=str(problems), cache_dir=str(tmp_path / "cache"))
+    budget = {"timing_budget_s": BUDGET_S, "target_ci_pct": 0.05} if BUDGET_S else {}  # the budget ends it
+    task = CudaKernelsTask(backend="cpu", problems_dir=str(problems), cache_dir=str(tmp_path / "cache"), **budget)
     load = [os.getloadavg()[0]]
     try:
         inst = next(i for i in task.split("train") if i.id == name)
@@ -69,8 +74,10 @@ def test_speedup_spread_over_ten_scorings(tmp_path, name, candidate):
     med = statistics.median(speedups)
     spread = 100 * (max(speedups) - min(speedups)) / med
     busy = max(load)
-    print(f"\n{name} ({candidate} as the candidate), {SCORINGS} scorings: speed-up median {med:.4f}, (max-min)/median {spread:.2f}%; "
-          f"eager {statistics.median(eager_us):.0f} us/call; rounds {min(rounds)}-{max(rounds)}; load average "
+    print(f"\n{name} ({candidate} as the candidate), {SCORINGS} scorings: speed-up median {med:.4f}, "
+          f"(max-min)/median {spread:.2f}%; "
+          f"eager {statistics.median(eager_us):.0f} us/call; rounds {min(rounds)}-{max(rounds)} "
+          f"({task.opts['timing_budget_s']:g} s budget); load average "
           f"{min(load):.1f}-{busy:.1f} on {os.cpu_count()} cores; speed-ups {[round(s, 4) for s in speedups]}")
     for label, values in other.items():  # other estimators on the same samples, for comparison only
         print(f"  {label}: median {statistics.median(values):.4f}, (max-min)/median "
