@@ -130,7 +130,7 @@ class Driver:
                             None if gpu else self.opts.memory_mb)
 
     def prewarm(self) -> None:
-        """Start a candidate worker now (its interpreter and torch import run on the spare cores)."""
+        """Start the candidate's and the eager twin's workers now (interpreter and torch import on the spare cores)."""
         self.pool.refill(self.candidate_config())
 
     def close(self) -> None:
