@@ -3,7 +3,7 @@ sandbox, persistent across candidates so torch is imported once.
 
 It generates every input (fresh seed per call) straight into the shared input buffers, computes the expected outputs
 into a buffer no candidate can see, and flushes the caches between samples. Torch eager is timed elsewhere, in a twin
-of the candidate's worker (driver.py says why). A failure here is the harness's (or the problem's), never a
+of the candidate's worker (the task README says why). A failure here is the harness's (or the problem's), never a
 candidate's.
 """
 
