@@ -345,21 +345,28 @@ class ShapeRun:
             outputs_at.append(row)
         return outputs_at
 
-    def check_outputs(self, slots: list[int]) -> None:
-        sh, result = self.shape, self.ctx.result
-        expected_specs = sh.layout.outputs
-        watched = self.ctx.rng.randrange(len(slots))  # re-read after a delay; which one is secret
-        snapshot = sh.arenas["out"].array(sh.layout.output_refs(slots[watched], "out")[-1]).copy()
+    def first_mismatch(self, arena: str, slots: list[int]) -> tuple[int, int, np.ndarray, compare.Mismatch] | None:
+        """(slot, output index, output, mismatch) of the first output in ``arena`` that differs from the expected."""
+        sh = self.shape
         for slot in slots:
-            for i, want in enumerate(expected_specs):
-                got = sh.arenas["out"].array(sh.layout.output_refs(slot, "out")[i])
+            for i, want in enumerate(sh.layout.outputs):
+                got = sh.arenas[arena].array(sh.layout.output_refs(slot, arena)[i])
                 exp = sh.arenas["exp"].array(sh.layout.output_refs(slot, "exp")[i])
                 bad = compare.compare(got, exp, want["dtype"], sh.atol, sh.rtol)
                 if bad is not None:
-                    self.name_replay(bad, got, slot, i)
-                    raise CandidateFailure(bad.kind, f"call {self.calls + slot + 1} at {sh.sizes or 'the file sizes'}: "
-                                                     f"{bad.message}", **({"mismatch": bad.details} if bad.details
-                                                                          else {}))
+                    return slot, i, got, bad
+        return None
+
+    def check_outputs(self, slots: list[int]) -> None:
+        sh, result = self.shape, self.ctx.result
+        watched = self.ctx.rng.randrange(len(slots))  # re-read after a delay; which one is secret
+        snapshot = sh.arenas["out"].array(sh.layout.output_refs(slots[watched], "out")[-1]).copy()
+        found = self.first_mismatch("out", slots)
+        if found is not None:
+            slot, i, got, bad = found
+            self.name_replay(bad, got, slot, i)
+            raise CandidateFailure(bad.kind, f"call {self.calls + slot + 1} at {sh.sizes or 'the file sizes'}: "
+                                             f"{bad.message}", **({"mismatch": bad.details} if bad.details else {}))
         for name in ("every call's output compared", "fresh inputs on every call", "dtype-aware elementwise "
                      "tolerance", "relative error per row and overall", "NaN / constant output",
                      "inputs read-only to the candidate"):
@@ -402,16 +409,10 @@ class ShapeRun:
     def check_eager(self, slots: list[int]) -> None:
         """Every round: torch eager's timed outputs must match the expected ones (computed by the reference on the
         same inputs), or the problem is broken (not deterministic) and no speed-up against it means anything."""
-        sh = self.shape
-        for slot in slots:
-            for i, want in enumerate(sh.layout.outputs):
-                got = sh.arenas["eager"].array(sh.layout.output_refs(slot, "eager")[i])
-                exp = sh.arenas["exp"].array(sh.layout.output_refs(slot, "exp")[i])
-                bad = compare.compare(got, exp, want["dtype"], sh.atol, sh.rtol)
-                if bad is not None:
-                    raise HarnessError("reference", f"the reference is not deterministic (torch eager's timed "
-                                                    f"outputs differ from the expected ones on the same inputs: "
-                                                    f"{bad.message})")
+        found = self.first_mismatch("eager", slots)
+        if found is not None:
+            raise HarnessError("reference", f"the reference is not deterministic (torch eager's timed outputs differ "
+                                            f"from the expected ones on the same inputs: {found[3].message})")
         self.ctx.result.ran("reference determinism")
 
     # -- the compute audit --------------------------------------------------------------------------------------------
